@@ -1,0 +1,6 @@
+"""estim: an electrostimulation protocol controller for pelvic-floor therapy.
+
+Research and engineering software. It is not a certified medical device.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""The ``estim`` command line.
+
+Each command group lives in its own module under :mod:`estim.cli` and attaches itself
+with ``register(app)``. :func:`main` maps estim's exception families onto the exit
+codes of the architecture (0 ok, 1 blocking findings, 2 invalid input, 3 device,
+4 interlock / emergency stop) and never shows a traceback for an expected error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from estim.errors import EstimError
+
+# Command modules, in the order their commands appear in --help.
+COMMAND_MODULES = [
+    "estim.cli.demo_cmd",
+    "estim.cli.protocol_cmd",
+    "estim.cli.profile_cmd",
+    "estim.cli.sim_cmd",
+]
+
+app = typer.Typer(
+    name="estim",
+    help=(
+        "Electrostimulation protocol controller for pelvic-floor therapy.\n\n"
+        "Research software: not a certified medical device."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+err_console = Console(stderr=True)
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a real import error inside the module
+                raise
+            continue
+        module.register(app)
+
+
+_load_commands()
+
+
+def report_error(err: EstimError) -> int:
+    """Print an estim error for a person and return its exit code."""
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    return err.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="estim", standalone_mode=False)
+    except EstimError as err:
+        return report_error(err)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
