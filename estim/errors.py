@@ -29,7 +29,8 @@ class Problem:
     def __str__(self) -> str:
         parts = [f"{self.location}: {self.message}"]
         if self.value is not None:
-            parts.append(f"got {self.value!r}")
+            shown = repr(self.value) if isinstance(self.value, str) else str(self.value)
+            parts.append(f"got {shown}")
         if self.limit:
             parts.append(f"limit {self.limit}")
         if self.fix:

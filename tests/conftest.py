@@ -35,7 +35,7 @@ def no_leaked_threads() -> object:
     leaked = [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and not t.daemon and t.name != "MainThread"
+        if t not in before and t.is_alive()
     ]
     for t in leaked:
         t.join(timeout=2.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -51,6 +50,14 @@ def _load_commands() -> None:
         module.register(app)
 
 
+@app.command("version")
+def version() -> None:
+    """Print estim's version."""
+    from estim import __version__
+
+    typer.echo(f"estim {__version__}")
+
+
 _load_commands()
 
 
@@ -61,23 +68,16 @@ def report_error(err: EstimError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point: returns the process exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="estim", standalone_mode=False)
+        # standalone mode lets click print usage errors (exit 2) and --help itself.
+        command.main(args=argv, prog_name="estim", standalone_mode=True)
     except EstimError as err:
         return report_error(err)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        return 130
-    except click.ClickException as err:
-        err.show()
-        return err.exit_code
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     return 0
 
 

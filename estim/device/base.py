@@ -46,7 +46,9 @@ class FaultFlag(IntFlag):
     def describe(self) -> str:
         if not self:
             return "none"
-        return ", ".join(f.name.lower().replace("_", " ") for f in FaultFlag if f and f in self)
+        return ", ".join(
+            (f.name or "").lower().replace("_", " ") for f in FaultFlag if f and f in self
+        )
 
 
 @dataclass(frozen=True, slots=True)

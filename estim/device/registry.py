@@ -31,9 +31,7 @@ def driver_class(wire_protocol: str) -> type[Stimulator]:
         target = BACKENDS[wire_protocol]
     except KeyError:
         known = ", ".join(sorted(BACKENDS))
-        raise InputError(
-            f"no driver for wire protocol {wire_protocol!r}; known: {known}"
-        ) from None
+        raise InputError(f"no driver for wire protocol {wire_protocol!r}; known: {known}") from None
     module_name, _, class_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     if not (isinstance(cls, type) and issubclass(cls, Stimulator)):
