@@ -39,6 +39,11 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """Electrostimulation protocol controller for pelvic-floor therapy."""
+
+
 def _load_commands() -> None:
     for name in COMMAND_MODULES:
         try:
