@@ -13,6 +13,7 @@ import hashlib
 import json
 from abc import abstractmethod
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
@@ -461,8 +462,35 @@ class Protocol(Frozen):
 
 
 def canonical_json(model: BaseModel) -> str:
-    """Stable JSON text: sorted keys, no whitespace, Decimals as strings."""
-    return json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """Stable JSON text: sorted keys, no whitespace, Decimals as canonical strings.
+
+    A Decimal is written by value, not by spelling (``50``, ``50.0`` and ``5E+1`` are
+    all ``"50"``), so a file that went through TOML or JSON and back, or was written
+    with ``50.0`` instead of ``50``, keeps its content hash.
+    """
+    return json.dumps(
+        model.model_dump(mode="python"),
+        sort_keys=True,
+        separators=(",", ":"),
+        default=_canonical_default,
+    )
+
+
+def canonical_decimal(value: Decimal) -> str:
+    """A Decimal's value as plain text: no exponent, no trailing zeros (``"0.5"``)."""
+    if value.is_zero():
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _canonical_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return canonical_decimal(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot hash a {type(value).__name__} canonically")
 
 
 def canonical_hash(model: BaseModel) -> str:

@@ -1,0 +1,83 @@
+"""The built-in protocol library, and loading protocols and prescriptions from files.
+
+The library is a directory of TOML files shipped inside the package
+(``estim/protocols/library/<id>.toml``); each file's name is its protocol's id. A
+protocol can be named by id or by a path to a TOML / JSON file; prescriptions are
+always files. Every loader refuses a malformed file, an unknown key, a wrong type, an
+out-of-range value or a newer ``spec_version`` with one :class:`~estim.errors.InputError`
+listing every problem (file, field, value, fix).
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+from estim.errors import InputError, NotFoundError
+from estim.files import load_model
+from estim.protocols.models import SPEC_VERSION, Protocol
+from estim.protocols.prescription import Prescription
+
+FILE_SUFFIXES = (".toml", ".json")
+
+
+def library_dir() -> Path:
+    """Where the built-in protocol files live (inside the installed package)."""
+    return Path(str(resources.files("estim.protocols") / "library"))
+
+
+def load_protocol(path: Path | str) -> Protocol:
+    """A protocol from a TOML or JSON file; refuses newer spec versions."""
+    return load_model(Protocol, Path(path), spec_version=SPEC_VERSION, what="protocol")
+
+
+def load_prescription(path: Path | str) -> Prescription:
+    """A prescription from a TOML or JSON file; refuses newer spec versions."""
+    return load_model(Prescription, Path(path), spec_version=SPEC_VERSION, what="prescription")
+
+
+@functools.cache
+def _library() -> dict[str, Protocol]:
+    protocols: dict[str, Protocol] = {}
+    for path in sorted(library_dir().glob("*.toml")):
+        protocol = load_protocol(path)
+        if protocol.id != path.stem:
+            raise InputError(
+                f"{path}: protocol id {protocol.id!r} does not match the file name; "
+                f"rename the file to {protocol.id}.toml"
+            )
+        protocols[protocol.id] = protocol
+    return protocols
+
+
+def list_protocols() -> tuple[Protocol, ...]:
+    """Every built-in protocol, by id."""
+    return tuple(_library().values())
+
+
+def protocol_ids() -> tuple[str, ...]:
+    return tuple(_library())
+
+
+def get_protocol(protocol_id: str) -> Protocol:
+    """The built-in protocol with this id; :class:`NotFoundError` names the known ids."""
+    try:
+        return _library()[protocol_id]
+    except KeyError:
+        known = ", ".join(protocol_ids())
+        raise NotFoundError(
+            f"no protocol {protocol_id!r} in the library; known: {known} "
+            "(or give a path to a .toml / .json protocol file)"
+        ) from None
+
+
+def looks_like_path(text: str) -> bool:
+    return text.endswith(FILE_SUFFIXES) or "/" in text or "\\" in text or Path(text).exists()
+
+
+def find_protocol(file_or_id: str) -> Protocol:
+    """A protocol named by a file path (if it looks like one) or by a library id."""
+    if looks_like_path(file_or_id):
+        return load_protocol(file_or_id)
+    return get_protocol(file_or_id)
