@@ -169,6 +169,11 @@ class InvalidTransition(SessionError):
     exit_code = 2
 
 
+class GuardRefused(InvalidTransition):
+    """The table allows the trigger here, but one of its guards does not hold right now
+    (for example amplitude up at the ceiling). Nothing was changed."""
+
+
 class EmergencyStopped(SessionError):
     """The session was ended by an emergency stop."""
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "estim.cli.protocol_cmd",
     "estim.cli.profile_cmd",
     "estim.cli.sim_cmd",
+    "estim.cli.session_cmd",
 ]
 
 app = typer.Typer(
