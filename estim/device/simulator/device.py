@@ -89,6 +89,7 @@ class SimulatedDevice:
         )
         cls = personality or personality_class(profile.link.wire_protocol)
         self.personality: Personality = cls(self.hardware)
+        self.personality.inject_fault = self.inject
         self._lock = threading.RLock()
         self._rng = random.Random(seed + 1)
         self._started_ns = self.clock.now_ns()

@@ -237,12 +237,17 @@ class SimulatedStimulator:
             self._watchdog_armed = True
             self._last_frame_ns = self.clock.now_ns()
 
-    def configure(self, config: ChannelConfig) -> None:
-        """Set one channel's pulse; the channel's output must be off."""
+    def configure(self, config: ChannelConfig, *, live: bool = False) -> None:
+        """Set one channel's pulse; the channel's output must be off.
+
+        ``live=True`` changes the pulse of a channel whose output is on, without
+        switching it off (ScienceMode2's StartChannelListMode updates pulse widths
+        while stimulating); the output stays as it is.
+        """
         with self._lock:
             channel = self._channel(config.channel)
             self._check_config(config)
-            if channel.enabled:
+            if channel.enabled and not live:
                 raise Refusal(
                     RefusalReason.WRONG_STATE,
                     f"channel {config.channel}: switch the output off before reconfiguring",
@@ -324,7 +329,14 @@ class SimulatedStimulator:
     def measure_impedance(self, channel: int) -> int:
         """A test-current impedance measurement (ohms), within 1 % of the true load."""
         with self._lock:
-            true_ohm = self._channel(channel).load.impedance_ohm(self.clock.now_ns())
+            ch = self._channel(channel)
+            if ch.enabled:
+                raise Refusal(
+                    RefusalReason.WRONG_STATE,
+                    f"channel {channel}: switch the output off before an impedance test",
+                    channel=channel,
+                )
+            true_ohm = ch.load.impedance_ohm(self.clock.now_ns())
             if true_ohm >= OPEN_ELECTRODE_OHM:
                 return true_ohm
             spread = max(1, true_ohm // 100)

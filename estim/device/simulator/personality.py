@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from estim.device.simulator.hardware import SimulatedStimulator
@@ -47,6 +48,8 @@ class Personality(ABC):
     def __init__(self, hardware: SimulatedStimulator) -> None:
         self.hardware = hardware
         self._output = bytearray()
+        self.inject_fault: Callable[[str], None] | None = None
+        """Set by the simulator: inject a fault spec (for a simulator-only command)."""
 
     @abstractmethod
     def feed(self, data: bytes) -> None:

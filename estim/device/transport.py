@@ -1,0 +1,152 @@
+"""Opening serial ports and translating pyserial's errors at the boundary.
+
+Every driver reaches its device through :func:`open_link`, which opens any URL
+:func:`serial.serial_for_url` understands (``/dev/ttyUSB0``, ``/dev/pts/5``,
+``socket://host:port``, ``loop://``, and estim's in-process simulator ``sim://...``)
+with the serial settings of the device profile, and returns a :class:`SerialLink`
+whose methods raise only estim's :class:`~estim.errors.DeviceError` family:
+
+- the port cannot be opened, vanishes, or reads/writes fail: :class:`DeviceDisconnected`;
+- a write cannot complete in time: :class:`DeviceTimeout`;
+- the URL or the settings are malformed: :class:`~estim.errors.InputError` (exit code 2).
+
+The original pyserial exception is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import serial
+from serial.serialutil import SerialException, SerialTimeoutException
+
+from estim.device.profile import Link
+from estim.errors import DeviceDisconnected, DeviceTimeout, InputError
+
+SIM_HANDLER_PACKAGE = "estim.device.simulator"
+
+# How long a blocked reader waits before looking at its stop flag again.
+DEFAULT_READ_TIMEOUT_S = 0.05
+DEFAULT_WRITE_TIMEOUT_S = 1.0
+
+
+def enable_sim_urls() -> None:
+    """Let pyserial open ``sim://`` URLs (the simulator's handler is imported on use)."""
+    if SIM_HANDLER_PACKAGE not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append(SIM_HANDLER_PACKAGE)
+
+
+def open_link(
+    url: str,
+    link: Link | None = None,
+    *,
+    read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
+    write_timeout_s: float | None = DEFAULT_WRITE_TIMEOUT_S,
+) -> SerialLink:
+    """Open ``url`` with ``link``'s serial settings; raise estim errors only."""
+    enable_sim_urls()
+    if not isinstance(url, str) or not url.strip():
+        raise InputError("no port given: pass a device path such as /dev/ttyUSB0 or a URL")
+    options: dict[str, Any] = {"timeout": read_timeout_s, "write_timeout": write_timeout_s}
+    if link is not None:
+        options.update(
+            baudrate=link.baudrate,
+            bytesize=link.bytesize,
+            parity=link.parity,
+            stopbits=link.stopbits,
+        )
+    if "://" not in url:
+        options["exclusive"] = True  # a second program on a stimulator port is a hazard
+    try:
+        port = serial.serial_for_url(url, **options)
+    except SerialTimeoutException as err:
+        raise DeviceTimeout(f"{url}: timed out opening the port") from err
+    except SerialException as err:
+        raise DeviceDisconnected(
+            f"{url}: cannot open the port ({err}); check that the device is plugged in, "
+            "the path is right, and you may use it (on Linux: the 'dialout' group)"
+        ) from err
+    except ValueError as err:
+        raise InputError(f"{url}: cannot use this port: {err}") from err
+    except OSError as err:
+        raise DeviceDisconnected(f"{url}: cannot open the port ({err.strerror})") from err
+    return SerialLink(url, port)
+
+
+class SerialLink:
+    """An open serial port whose errors are estim errors.
+
+    ``read``/``write`` may be called from different threads at once (one reader, any
+    number of writers serialised by the caller). After :meth:`close`, a blocked reader
+    returns ``b""`` promptly instead of raising.
+    """
+
+    def __init__(self, url: str, port: Any) -> None:
+        self.url = url
+        self._port = port
+        self._closing = threading.Event()
+
+    @property
+    def port(self) -> Any:
+        """The underlying pyserial object (for diagnostics only)."""
+        return self._port
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._port.is_open) and not self._closing.is_set()
+
+    def write(self, data: bytes) -> None:
+        if self._closing.is_set():
+            raise DeviceDisconnected(f"{self.url}: the port is closed")
+        try:
+            written = self._port.write(data)
+        except SerialTimeoutException as err:
+            raise DeviceTimeout(f"{self.url}: write timed out (the line is blocked)") from err
+        except (SerialException, OSError) as err:
+            raise DeviceDisconnected(
+                f"{self.url}: write failed, the port went away ({err})"
+            ) from err
+        except (TypeError, AttributeError) as err:  # pyserial after a concurrent close
+            raise DeviceDisconnected(f"{self.url}: the port is closed") from err
+        if written is not None and written != len(data):
+            raise DeviceDisconnected(f"{self.url}: wrote {written} of {len(data)} bytes")
+
+    def read_available(self) -> bytes:
+        """Whatever has arrived, waiting at most the port's read timeout for one byte."""
+        if self._closing.is_set():
+            return b""
+        try:
+            waiting = self._port.in_waiting
+            return bytes(self._port.read(waiting if waiting > 0 else 1))
+        except (SerialException, OSError) as err:
+            if self._closing.is_set():
+                return b""
+            raise DeviceDisconnected(
+                f"{self.url}: read failed, the port went away ({err})"
+            ) from err
+        except (TypeError, AttributeError) as err:  # pyserial after a concurrent close
+            if self._closing.is_set():
+                return b""
+            raise DeviceDisconnected(f"{self.url}: the port is closed") from err
+
+    def discard_input(self) -> None:
+        try:
+            self._port.reset_input_buffer()
+        except (SerialException, OSError) as err:
+            raise DeviceDisconnected(f"{self.url}: the port went away ({err})") from err
+
+    def cancel_read(self) -> None:
+        """Wake a reader blocked in :meth:`read_available` (where pyserial supports it)."""
+        cancel = getattr(self._port, "cancel_read", None)
+        if cancel is not None:
+            with contextlib.suppress(SerialException, OSError, TypeError, AttributeError):
+                cancel()
+
+    def close(self) -> None:
+        """Close the port; never raises (the port may already be gone). Idempotent."""
+        self._closing.set()
+        self.cancel_read()
+        with contextlib.suppress(SerialException, OSError, TypeError, AttributeError):
+            self._port.close()
