@@ -252,10 +252,13 @@ def fixed(value: Fraction | Decimal | int | float, places: int = 2) -> str:
 
 
 def significant(value: Fraction | float, digits: int = 3) -> str:
-    """``value`` with about ``digits`` significant digits, without an exponent."""
+    """``value`` to ``digits`` significant digits, no exponent, no trailing zeros."""
     number = float(value)
     if number == 0:
         return "0"
     magnitude = math.floor(math.log10(abs(number)))
     places = max(0, digits - 1 - magnitude)
-    return f"{number:.{places}f}"
+    text = f"{number:.{places}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from estim.files import load_model
 from estim.protocols.models import Confidence
 
 IEC_60601_2_10_1987 = "IEC 60601-2-10:1987"
@@ -32,6 +34,10 @@ FDA_PMS_1999 = "FDA guidance for powered muscle stimulator 510(k)s (1999)"
 NHS_LEAFLET = "NHS pelvic-floor electrical stimulation patient leaflet"
 COMMERCIAL = "commercial pelvic stimulator practice (facts sheet)"
 OUR_INFERENCE = "estim design inference (facts sheet [I])"
+
+
+LIMITS_SPEC_VERSION = 1
+"""The limits-file format this code reads (a TOML table of overrides)."""
 
 
 class LimitId(StrEnum):
@@ -306,13 +312,14 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    spec_version: int = Field(default=LIMITS_SPEC_VERSION, ge=1)
     energy_per_pulse_mj: Decimal = Field(default=D(300), gt=0, le=10_000)
     open_circuit_voltage_max_v: Decimal = Field(default=D(500), gt=0, le=1_000)
     current_density_attention_ma_per_cm2: Decimal = Field(default=D(2), gt=0, le=20)
     minimum_output_percent: Decimal = Field(default=D(2), gt=0, le=20)
     session_max_min: Decimal = Field(default=D(30), gt=0, le=120)
     titration_step_max_ma: Decimal = Field(default=D(1), gt=0, le=10)
-    ramp_min_s: Decimal = Field(default=D("0.1"), ge=0, le=10)
+    ramp_min_s: Decimal = Field(default=D("0.1"), gt=0, le=10)
     probe_amplitude_max_ma: Decimal = Field(default=D(100), gt=0, le=250)
     watchdog_timeout_max_ms: Decimal = Field(default=D(1000), gt=0, le=10_000)
     current_tolerance_percent_max: Decimal = Field(default=D(10), ge=0, le=50)
@@ -354,6 +361,11 @@ DEFAULT_LIMITS = Limits()
 
 def default_limit(limit_id: LimitId) -> Limit:
     return DEFAULT_LIMITS.get(limit_id)
+
+
+def load_limits(path: Path | str) -> Limits:
+    """Site overrides from a TOML / JSON file (only the configurable limits)."""
+    return load_model(Limits, Path(path), spec_version=LIMITS_SPEC_VERSION, what="limits")
 
 
 def rms_limit_id(rate_hz: Fraction) -> LimitId:
