@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from estim.errors import EstimError
 
@@ -69,7 +70,8 @@ _load_commands()
 
 def report_error(err: EstimError) -> int:
     """Print an estim error for a person and return its exit code."""
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    # The message is data, not markup: "[estim-pf2]" or "[C2]" must print as written.
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     return err.exit_code
 
 
