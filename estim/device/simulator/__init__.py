@@ -13,7 +13,13 @@ Layers (see docs/simulator.md):
   in-process pyserial URL handler ``sim://`` (real or virtual time).
 """
 
-from estim.device.simulator.device import SimulatedDevice, find_device, open_devices
+from estim.device.simulator.device import (
+    CloseReport,
+    SimulatedDevice,
+    find_device,
+    open_devices,
+    take_close_reports,
+)
 from estim.device.simulator.faults import (
     FAULT_HELP,
     FaultKind,
@@ -43,6 +49,7 @@ enable_sim_urls()
 __all__ = [
     "FAULT_HELP",
     "PERSONALITIES",
+    "CloseReport",
     "FaultKind",
     "FaultSpec",
     "HardwareEvent",
@@ -62,4 +69,5 @@ __all__ = [
     "parse_faults",
     "personality_class",
     "register_personality",
+    "take_close_reports",
 ]

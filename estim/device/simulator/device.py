@@ -25,18 +25,42 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from estim.clock import Clock, MonotonicClock, VirtualClock
+from estim.device.base import FaultFlag
 from estim.device.profile import DeviceProfile
 from estim.device.simulator.faults import Direction, FaultKind, FaultSpec, parse_fault
-from estim.device.simulator.hardware import SimulatedStimulator
+from estim.device.simulator.hardware import OutputState, SimulatedStimulator
 from estim.device.simulator.personality import Personality, personality_class
 from estim.device.simulator.trace import Trace
 
 _names = itertools.count(1)
 _registry_lock = threading.Lock()
 _OPEN: dict[str, SimulatedDevice] = {}
+_CLOSE_REPORTS: deque[CloseReport] = deque(maxlen=10_000)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReport:
+    """How a device was left: its real outputs just before it powered off."""
+
+    name: str
+    outputs: tuple[OutputState, ...]
+    latched: FaultFlag
+
+    @property
+    def output_was_on(self) -> bool:
+        return any(o.output_on or o.amplitude_ua for o in self.outputs)
+
+
+def take_close_reports() -> list[CloseReport]:
+    """Reports of devices closed since the last call (oldest first), then forget them."""
+    with _registry_lock:
+        reports = list(_CLOSE_REPORTS)
+        _CLOSE_REPORTS.clear()
+    return reports
 
 
 def open_devices() -> list[SimulatedDevice]:
@@ -240,6 +264,7 @@ class SimulatedDevice:
         with self._lock:
             if self._closed:
                 return
+            report = CloseReport(self.name, self.hardware.outputs(), self.hardware.latched_faults())
             self.hardware.shut_down()
             self._closed = True
             if self._unsubscribe is not None:
@@ -248,6 +273,7 @@ class SimulatedDevice:
         with _registry_lock:
             if _OPEN.get(self.name) is self:
                 del _OPEN[self.name]
+            _CLOSE_REPORTS.append(report)
         if self._owns_trace:
             self.trace.close()
 

@@ -20,20 +20,20 @@ from estim.clock import NS_PER_MS, NS_PER_S
 from estim.errors import InputError, Problem
 
 FAULT_HELP = """\
-Fault SPEC is KIND or KIND:key=value,...  Times count from simulator start
-(5s, 250ms; a bare number is seconds); without at= the fault applies at once.
+Fault SPEC is KIND or KIND:key=value,...; times count from simulator start
+(5s, 250ms; a bare number is seconds); without at= a fault applies at once.
 
-  open:ch=1[,at=5s][,for=2s]    electrode on channel 1 loses contact (megaohms)
-  close:ch=1[,at=7s]            contact on channel 1 restored
-  drift:ch=1,ohm_per_s=20       load impedance drifts (negative allowed)
-  load:ch=1,ohm=800             load impedance set to 800 ohm
-  stuck:ch=1[,ma=20][,at=3s]    output stage frozen (default: at its present level)
-  lie-output[:at=1s]            status reports every output off, whatever the truth
-  reset[:at=8s]                 the device restarts (outputs off, RESET latched)
-  disconnect[:at=10s]           the port vanishes (the device keeps running)
-  drop:p=0.01[,dir=in|out|both]       each byte lost with probability p
-  corrupt:p=0.01[,dir=in|out|both]    each byte gets one bit flipped with probability p
-  delay:ms=20[,dir=in|out|both]       bytes arrive 20 ms late (default dir=out)
+  open:ch=1[,at=5s][,for=2s]  electrode contact lost (reads megaohms)
+  close:ch=1[,at=7s]          electrode contact restored
+  drift:ch=1,ohm_per_s=20     load impedance drifts (may be negative)
+  load:ch=1,ohm=800           load impedance set
+  stuck:ch=1[,ma=20][,at=3s]  output stage frozen (default: present level)
+  lie-output[:at=1s]          status says outputs are off, whatever the truth
+  reset[:at=8s]               device restarts: outputs off, RESET latched
+  disconnect[:at=10s]         port vanishes; the device keeps running
+  drop:p=0.01[,dir=in|out|both]  each byte lost with probability p
+  corrupt:p=0.01[,dir=...]    a bit flipped in a byte with probability p
+  delay:ms=20[,dir=...]       bytes arrive late (default dir=out)
 """
 
 
