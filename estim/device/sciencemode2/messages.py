@@ -540,6 +540,14 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     )
 }
 
+SIM_INJECT = 200
+"""Simulator only, not ScienceMode2: data = a fault spec (ASCII), e.g. ``open:ch=1``.
+
+A real RehaStim2 answers it with UnknownCommand; estim's simulator injects the fault
+and answers :data:`SIM_INJECT_ACK` with a result byte. The number is far from every
+ScienceMode2 and MOTOmed command."""
+SIM_INJECT_ACK = 201
+
 HOST_COMMANDS = frozenset(
     {
         Command.INIT_ACK,
