@@ -282,7 +282,7 @@ class SimulatedStimulator:
             self._settle()
 
     def output_on(self, channels: Iterable[int]) -> None:
-        """Enable the listed channels' outputs (each must be configured, nothing latched)."""
+        """Enable the listed channels' outputs (each configured, no fault latched anywhere)."""
         with self._lock:
             numbers = list(channels)
             for number in numbers:
@@ -293,7 +293,7 @@ class SimulatedStimulator:
                         f"channel {number}: configure the pulse before switching output on",
                         channel=number,
                     )
-                latched = self._device_faults | channel.faults
+                latched = self.latched_faults()
                 if latched:
                     raise Refusal(
                         RefusalReason.FAULT_LATCHED,
