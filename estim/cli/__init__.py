@@ -24,6 +24,12 @@ COMMAND_MODULES = [
     "estim.cli.profile_cmd",
     "estim.cli.sim_cmd",
     "estim.cli.session_cmd",
+    "estim.cli.patient_cmd",
+    "estim.cli.prescribe_cmd",
+    "estim.cli.diary_cmd",
+    "estim.cli.report_cmd",
+    "estim.cli.log_cmd",
+    "estim.cli.records_cmd",
 ]
 
 app = typer.Typer(
