@@ -33,6 +33,7 @@ lint: $(STAMP)
 
 diagram: $(STAMP)
 	$(BIN)/estim session diagram --out docs/state-machine.md
+	$(BIN)/python -m estim.safety.hazards --tests tests --out docs/safety/hazards.md
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -27,6 +27,7 @@ class Hazard:
     title: str
     harm: str
     causes: tuple[str, ...]
+    by_design: tuple[str, ...] = ()  # inherent measures, ahead of any interlock
 
 
 HAZARDS: tuple[Hazard, ...] = (
@@ -41,6 +42,12 @@ HAZARDS: tuple[Hazard, ...] = (
             "poor electrode contact concentrating current on a small area",
             "device delivering more current than commanded",
         ),
+        by_design=(
+            "every amplitude passes the lowest ceiling before it is sent; values out of "
+            "range are refused, never clamped",
+            "the device (and the simulator) refuses amplitudes beyond its own hardware "
+            "limits, independently of the controller",
+        ),
     ),
     Hazard(
         "H-SURGE",
@@ -51,6 +58,11 @@ HAZARDS: tuple[Hazard, ...] = (
             "open circuit at the electrode while current is set",
             "titration step larger than prescribed",
             "stimulation starting without a ramp from zero",
+        ),
+        by_design=(
+            "titration starts at zero and moves only by the prescribed step",
+            "the session starts at zero and ramps; after a pause it ramps from zero again",
+            "an orderly stop ramps down",
         ),
     ),
     Hazard(
@@ -63,6 +75,14 @@ HAZARDS: tuple[Hazard, ...] = (
             "device stops answering (firmware hang, reset)",
             "controller error in the middle of a transition",
         ),
+        by_design=(
+            "the device's watchdog stops output when the controller falls silent (the "
+            "driver sends no hidden keep-alive, so a hung controller trips it)",
+            "a callback that fails mid-transition zeroes every channel and latches FAULT "
+            "(CONTROLLER-EXCEPTION); an event log that cannot be written does the same "
+            "(CONTROLLER-RECORDS)",
+            "emergency stop reaches the device directly from any thread, ahead of anything queued",
+        ),
     ),
     Hazard(
         "H-UNINTENDED",
@@ -72,6 +92,13 @@ HAZARDS: tuple[Hazard, ...] = (
         (
             "device ignores or loses an output-off command (stuck output)",
             "controller state and device state disagree",
+        ),
+        by_design=(
+            "after every event the state machine checks that output is off in every "
+            "non-stimulating state, and zeroes and latches FAULT if not "
+            "(CONTROLLER-OUTPUT-CHECK)",
+            "output is switched off before a state change and on only after it",
+            "at the end of every session the device's status must confirm zero",
         ),
     ),
     Hazard(
@@ -84,6 +111,7 @@ HAZARDS: tuple[Hazard, ...] = (
             "command refused by the device",
             "a different device or firmware than the profile describes",
         ),
+        by_design=("the driver refuses a device whose identity does not match the profile",),
     ),
     Hazard(
         "H-OVERDOSE",
@@ -93,6 +121,7 @@ HAZARDS: tuple[Hazard, ...] = (
             "session timer failure",
             "more sessions per day or week than prescribed",
         ),
+        by_design=("the schedule holds only whole cycles within the prescribed session duration",),
     ),
     Hazard(
         "H-PRESCRIPTION",
@@ -103,6 +132,7 @@ HAZARDS: tuple[Hazard, ...] = (
             "prescription or protocol error found by the static checks",
             "warning not acknowledged by the clinician",
         ),
+        by_design=("a prescription never widens its protocol (ceiling, step, adjustable ranges)",),
     ),
 )
 
@@ -210,6 +240,9 @@ def render_hazards_doc(
         controlling = [i for i, (_, hz, _) in sorted(interlocks.items()) if h.id in hz]
         lines += [f"### {h.id}: {h.title}", "", h.harm, "", "Causes:"]
         lines += [f"- {cause}" for cause in h.causes]
+        if h.by_design:
+            lines += ["", "By design:"]
+            lines += [f"- {measure}" for measure in h.by_design]
         lines += ["", "Controlled by: " + (", ".join(f"`{i}`" for i in controlling) or "-"), ""]
     lines += [
         "## Interlocks",

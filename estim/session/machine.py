@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 from transitions import EventData, Machine, MachineError
 
-from estim.errors import GuardRefused, InputError, InvalidTransition
+from estim.errors import GuardRefused, InputError, InterlockTripped, InvalidTransition
 from estim.events import JsonValue
-from estim.safety.interlocks import Trip
+from estim.safety.interlocks import INTERLOCKS, Trip
 from estim.session.states import State, Trigger
 from estim.session.table import GUARDS, TABLE, OutputEffect, Rule, allowed_triggers
 
@@ -93,6 +93,15 @@ class Transition:
     dest: State
 
 
+def trip_for_error(error: BaseException) -> Trip:
+    """The trip recorded when a callback raised: an interlock's own, or an error cause."""
+    if isinstance(error, InterlockTripped):
+        cls = INTERLOCKS.get(error.interlock_id)
+        hazards = cls.HAZARDS if cls is not None else ("H-UNCONTROLLED",)
+        return Trip(error.interlock_id, hazards, error.reason)
+    return Trip(EXCEPTION_CAUSE, ("H-UNCONTROLLED",), f"{type(error).__name__}: {error}")
+
+
 class _Model:
     """Holds ``state`` for ``transitions`` (and the trigger methods it attaches)."""
 
@@ -115,6 +124,7 @@ class SessionMachine:
         ceiling_ua: int,
         step_ua: int,
         emit: Emit | None = None,
+        classify_error: Callable[[BaseException], Trip] | None = None,
     ) -> None:
         if ceiling_ua <= 0:
             raise InputError(f"ceiling_ua must be > 0, got {ceiling_ua}")
@@ -124,6 +134,7 @@ class SessionMachine:
         self.ceiling_ua = ceiling_ua
         self.step_ua = step_ua
         self._emit_cb = emit
+        self._classify_error = classify_error or trip_for_error
         self.titration_ua = 0
         self.confirmed_ua: int | None = None
         self.target_ua = 0
@@ -135,6 +146,7 @@ class SessionMachine:
         self.stop_requested_by: str | None = None
         self.violations: list[str] = []
         self.history: list[Transition] = []
+        self._logged_state = State.IDLE  # the state the last "state" event ended in
         self._refusal: str | None = None
         self._model = _Model()
         self._machine = Machine(
@@ -362,6 +374,7 @@ class SessionMachine:
         trigger = Trigger(event.event.name)
         source = self._source_of(event)
         self.history.append(Transition(trigger, source, self.state))
+        self._logged_state = self.state
         data: dict[str, JsonValue] = {
             "trigger": trigger.value,
             "from": source.value,
@@ -408,10 +421,10 @@ class SessionMachine:
                 f"{trigger} is not allowed in state {state}; allowed here: "
                 f"{', '.join(t.value for t in allowed_triggers(self.state))}"
             ) from error
-        source = self._model.state
         trigger_name = event.event.name
-        reason = f"{trigger_name} failed in state {source.value}: {type(error).__name__}: {error}"
-        self._latch(Trip(EXCEPTION_CAUSE, ("H-UNCONTROLLED",), reason), trigger_name)
+        trip = self._classify_error(error)
+        reason = f"{trip.reason} (during {trigger_name} in state {self.state.value})"
+        self._latch(Trip(trip.interlock_id, trip.hazards, reason), trigger_name)
         raise error
 
     def _finalize(self, event: EventData) -> None:
@@ -433,11 +446,25 @@ class SessionMachine:
             log.exception("zeroing output failed while latching FAULT")
             trip = Trip(trip.interlock_id, trip.hazards, f"{trip.reason}; zeroing failed: {err}")
         source = self.state
+        if source is not self._logged_state:
+            # The transition changed state and then failed: log the half-done step
+            # first, so the log still tells the story in order.
+            self.history.append(Transition(Trigger(during), self._logged_state, source))
+            self._emit(
+                "state",
+                {
+                    "trigger": during,
+                    "from": self._logged_state.value,
+                    "to": source.value,
+                    "incomplete": True,
+                },
+            )
         if self.fault is None:
             self.fault = trip
         if source is not State.FAULT:
             self._machine.set_state(State.FAULT, model=self._model)
         self.history.append(Transition(Trigger.TRIP, source, State.FAULT))
+        self._logged_state = State.FAULT
         self._emit(
             "state",
             {

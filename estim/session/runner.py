@@ -1,0 +1,1152 @@
+"""The session runner: one control loop that owns the driver.
+
+Each loop step, at an absolute deadline on the injected clock (never an accumulated
+sleep, so a 30-minute session does not drift):
+
+1. move the machine for an emergency stop, if one was pressed;
+2. carry out the commands people queued (connect, titrate, start, pause ...);
+3. compute the envelope amplitude from the schedule at this instant and command it if
+   it changed (ramps are stepped every ``ramp_update_ns``; phase boundaries are hit at
+   their own deadlines);
+4. poll the device's status (which also keeps its watchdog fed) and evaluate every
+   runtime interlock on the reading; any trip zeroes every channel, then latches FAULT;
+5. publish a snapshot for displays, and write events to the sink.
+
+The same code runs in real time (``MonotonicClock``, a pty or a serial port) and in
+virtual time (``VirtualClock`` and the in-process simulator): nothing here sleeps
+except through the clock.
+
+Emergency stop (:meth:`SessionRunner.emergency_stop`) may be called from any thread: a
+key, a signal handler, a patient button. It sends STOP ALL to the device *directly*
+(the driver puts it ahead of anything queued) and only then asks the loop to move the
+machine. An output-raising command already in flight when it is pressed is followed
+by a second STOP ALL, so nothing the loop sends can outlive the stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from estim.clock import NS_PER_MS, NS_PER_S, NS_PER_US, Clock
+from estim.device.base import (
+    ChannelConfig,
+    DeviceEvent,
+    DeviceIdentity,
+    DeviceStatus,
+    FaultFlag,
+    Stimulator,
+)
+from estim.errors import (
+    DeviceDisconnected,
+    DeviceError,
+    DeviceFaulted,
+    DeviceRejected,
+    DeviceTimeout,
+    EstimError,
+    InputError,
+    InterlockTripped,
+    ProtocolError,
+)
+from estim.events import EventSink, JsonValue, SessionEvent
+from estim.protocols.schedule import FULL_LEVEL, SegmentPhase
+from estim.safety.interlocks import (
+    INTERLOCKS,
+    AmplitudeCommand,
+    AmplitudeLimit,
+    ChannelReading,
+    CommunicationLoss,
+    DeviceFault,
+    DeviceIdentityCheck,
+    DoseCap,
+    IdentityReading,
+    ImpedanceRange,
+    OpenCircuit,
+    PreflightFindings,
+    RuntimeInterlocks,
+    StatusReading,
+    Trip,
+)
+from estim.session.machine import EXCEPTION_CAUSE, SessionMachine
+from estim.session.plan import SessionPlan
+from estim.session.states import Phase, State, Trigger
+from estim.session.summary import Outcome, SessionSummary, delivered
+
+log = logging.getLogger(__name__)
+
+RECORDS_CAUSE = "CONTROLLER-RECORDS"
+"""Recorded as the cause when the event log could not be written (fail safe: stop)."""
+
+_COMMAND_TRIGGERS = frozenset(Trigger) - {Trigger.TRIP, Trigger.FINISH, Trigger.EMERGENCY_STOP}
+
+
+# --- settings and snapshot ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    """Timing of the loop. Every value is refused if out of range, never adjusted."""
+
+    control_period_ns: int  # status poll + interlocks (also the device's heartbeat)
+    ramp_update_ns: int  # amplitude updates while ramping
+    resume_ramp_us: int  # ramp from zero after a resume
+    stop_ramp_us: int  # orderly stop: ramp down over this
+    status_event_ns: int = NS_PER_S  # how often a status event goes to the log
+
+    @classmethod
+    def for_plan(
+        cls,
+        plan: SessionPlan,
+        *,
+        control_period_ms: int | None = None,
+        ramp_update_ms: int = 20,
+    ) -> RunnerSettings:
+        link = plan.profile.link
+        default_ms = min(link.heartbeat_period_ms, plan.profile.measurement.status_period_ms)
+        period_ms = default_ms if control_period_ms is None else control_period_ms
+        if not 1 <= period_ms <= link.heartbeat_period_ms:
+            raise InputError(
+                f"control period {period_ms} ms must be 1..{link.heartbeat_period_ms} ms "
+                "(the profile's heartbeat period: the device's watchdog must be fed)"
+            )
+        if not 1 <= ramp_update_ms <= 1000:
+            raise InputError(f"ramp update {ramp_update_ms} ms must be 1..1000 ms")
+        one_second_us = 1_000_000
+        return cls(
+            control_period_ns=period_ms * NS_PER_MS,
+            ramp_update_ns=ramp_update_ms * NS_PER_MS,
+            resume_ramp_us=plan.ramp_up_us or one_second_us,
+            stop_ramp_us=plan.ramp_down_us or one_second_us,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A snapshot for displays: safe to read from any thread."""
+
+    state: State
+    phase: Phase | None = None
+    cycle: int | None = None  # 1-based
+    cycles: int = 0
+    schedule_elapsed_us: int = 0
+    schedule_total_us: int = 0
+    commanded_ua: int = 0
+    measured_ua: int | None = None
+    output_on: bool = False  # as the device last reported it
+    output_enabled: bool = False  # as the controller commanded it
+    titration_ua: int = 0
+    confirmed_ua: int | None = None
+    target_ua: int = 0
+    ceiling_ua: int = 0
+    step_ua: int = 0
+    fault: Trip | None = None
+    message: str = ""
+
+    @property
+    def time_left_us(self) -> int:
+        return max(0, self.schedule_total_us - self.schedule_elapsed_us)
+
+
+class Director(Protocol):
+    """Something that issues commands from inside the loop (an automatic titration).
+
+    Called at the start of every loop step, in the loop thread; it may call
+    :meth:`SessionRunner.submit`. Returns the clock time at which it next wants to be
+    called (None: no particular time).
+    """
+
+    def act(self, runner: SessionRunner, now_ns: int) -> int | None: ...
+
+
+@dataclass
+class _Command:
+    trigger: Trigger
+    data: dict[str, Any]
+    future: Future[State] = field(default_factory=Future)
+
+
+# --- the machine's port onto the driver ----------------------------------------------------
+
+
+class DriverPort:
+    """The machine's :class:`~estim.session.machine.DevicePort` over a real driver.
+
+    Keeps the controller's own record of what it commanded (which the final output
+    check and the interlocks compare with what the device reports). The record says
+    *off* before an off command is sent, and *on* only after an on command succeeded:
+    when a command fails half-way, the record errs towards what the controller
+    intended, and the runtime interlocks judge what the device actually did.
+    Every amplitude passes the amplitude interlock before it is sent.
+    """
+
+    def __init__(
+        self,
+        stimulator: Stimulator,
+        channels: tuple[int, ...],
+        amplitude: AmplitudeLimit,
+        emergency: threading.Event,
+        on_reply: Callable[[], None],
+    ) -> None:
+        self._stim = stimulator
+        self.channels = channels
+        self._amplitude = amplitude
+        self._emergency = emergency
+        self._on_reply = on_reply
+        self.link_up = False  # connected, identified and configured
+        self.opened = False  # the driver's port is open (commands can be sent)
+        self._enabled = False
+        self._commanded = dict.fromkeys(channels, 0)
+
+    @property
+    def output_enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def commanded_ua(self) -> int:
+        return max(self._commanded.values(), default=0)
+
+    def commanded(self, channel: int) -> int:
+        return self._commanded.get(channel, 0) if self._enabled else 0
+
+    def zero_all(self) -> None:
+        self._forget_output()
+        if self.opened:
+            self._stim.stop_all()
+            self._on_reply()
+
+    def switch_off(self) -> None:
+        self._forget_output()
+        if self.opened:
+            self._stim.output_off()
+            self._on_reply()
+
+    def switch_on(self, amplitude_ua: int) -> None:
+        self._set(amplitude_ua, titration=True)
+        self._stim.output_on(list(self.channels))
+        self._enabled = True
+        self._on_reply()
+        self._stop_again_if_pressed()
+
+    def set_amplitude(self, amplitude_ua: int) -> None:
+        """A titration step (the step limit applies)."""
+        self._set(amplitude_ua, titration=True)
+        self._stop_again_if_pressed()
+
+    def apply_envelope(self, amplitude_ua: int) -> None:
+        """An envelope update from the schedule (ceiling applies, not the step)."""
+        self._set(amplitude_ua, titration=False)
+        self._stop_again_if_pressed()
+
+    def link_lost(self) -> None:
+        """The port is gone: nothing can be on *by our command* (the device's watchdog
+        turns its output off by itself)."""
+        self.link_up = False
+        self.opened = False
+        self._forget_output()
+
+    def _set(self, amplitude_ua: int, *, titration: bool) -> None:
+        for channel in self.channels:
+            command = AmplitudeCommand(channel, self._commanded[channel], amplitude_ua, titration)
+            trip = self._amplitude.should_trip(command)
+            if trip is not None:
+                raise trip.as_error()
+        self._stim.set_amplitudes(dict.fromkeys(self.channels, amplitude_ua))
+        self._commanded = dict.fromkeys(self.channels, amplitude_ua)
+        self._on_reply()
+
+    def _forget_output(self) -> None:
+        self._enabled = False
+        self._commanded = dict.fromkeys(self.channels, 0)
+
+    def _stop_again_if_pressed(self) -> None:
+        # An emergency stop pressed while this command was in flight may have reached
+        # the device before it; stop again so nothing we sent outlives the stop.
+        if self._emergency.is_set():
+            self._stim.stop_all()
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+
+class SessionRunner:
+    """Runs one :class:`SessionPlan` on one driver. See the module docstring."""
+
+    def __init__(
+        self,
+        stimulator: Stimulator,
+        plan: SessionPlan,
+        *,
+        clock: Clock,
+        sink: EventSink,
+        settings: RunnerSettings | None = None,
+        director: Director | None = None,
+    ) -> None:
+        self.stimulator = stimulator
+        self.plan = plan
+        self.clock = clock
+        self.sink = sink
+        self.settings = settings or RunnerSettings.for_plan(plan)
+        self.director = director
+        profile = plan.profile
+        self._emergency = threading.Event()
+        self._emergency_lock = threading.Lock()
+        self._emergency_sources: list[str] = []
+        self._emergency_errors: list[str] = []
+        self._emergency_handled = 0
+        self._wake = threading.Event()
+        self._commands: deque[_Command] = deque()
+        self._commands_lock = threading.Lock()
+        self._close_requested = threading.Event()
+        self._device_event = threading.Event()
+        self._device_events: deque[DeviceEvent] = deque()
+        self.events_written = 0
+        self._unsaved: list[SessionEvent] = []
+        self._sink_error: str | None = None
+        self.port = DriverPort(
+            stimulator, plan.channels, plan.amplitude, self._emergency, self._note_reply
+        )
+        self.machine = SessionMachine(
+            self.port,
+            ceiling_ua=plan.ceiling_ua,
+            step_ua=plan.step_ua,
+            emit=self._emit_machine,
+            classify_error=self._trip_from_error,
+        )
+        self.interlocks = RuntimeInterlocks.for_profile(
+            profile, plan.amplitude, plan.session_cap_us
+        )
+        self.identity_check = DeviceIdentityCheck.for_profile(profile)
+        self.open_circuit = OpenCircuit.for_profile(profile)
+        self.impedance = ImpedanceRange.for_profile(profile)
+        protocol = plan.resolved.protocol
+        self.dose_cap = DoseCap(protocol.sessions_per_day, protocol.sessions_per_week)
+        self.preflight_findings = PreflightFindings()
+        # time
+        self._started_ns: int | None = None
+        self._ended_ns: int | None = None
+        self._poll_origin_ns = 0
+        self._next_poll_ns = 0
+        self._last_reply_ns = 0
+        self._last_status_event_ns: int | None = None
+        self._sched_offset_us = 0  # schedule time when output last (re)started
+        self._resumed_at_ns = 0  # clock time of the last start or resume
+        self._resume_ramp = False  # ramping up from zero after a resume
+        self._sched_t_us = 0
+        self._segment_index = -1
+        self._stop_from_ua = 0
+        self._stop_at_ns = 0
+        self._trips: list[Trip] = []
+        self._tripped_ids: set[str] = set()
+        self._last_reading: StatusReading | None = None
+        self._last_status: DeviceStatus | None = None
+        self._link_open = False
+        self._identity: DeviceIdentity | None = None
+        self._output_confirmed_off: bool | None = None
+        self._message = ""
+        self._view = SessionView(State.IDLE, ceiling_ua=plan.ceiling_ua, step_ua=plan.step_ua)
+        self._closed = False
+
+    # --- thread-safe API ---------------------------------------------------------------
+
+    def submit(self, trigger: Trigger, **data: Any) -> Future[State]:
+        """Queue a person's command for the loop; the future holds the new state or the
+        refusal (``InvalidTransition``, ``GuardRefused``) or failure."""
+        if trigger not in _COMMAND_TRIGGERS:
+            raise InputError(f"{trigger.value} is not a command; use emergency_stop() for that")
+        command = _Command(trigger, dict(data))
+        with self._commands_lock:
+            self._commands.append(command)
+        self._wake.set()
+        return command.future
+
+    def emergency_stop(self, source: str = "operator") -> None:
+        """STOP ALL now, from any thread; the loop then moves the machine to ABORTED.
+
+        Never raises: a failure to reach the device is recorded, and the loop latches
+        FAULT when it cannot confirm the stop.
+        """
+        with self._emergency_lock:
+            self._emergency_sources.append(source)
+            self._emergency.set()
+        try:
+            self.stimulator.stop_all()
+        except Exception as err:  # not connected yet, or the device is gone: the loop
+            with self._emergency_lock:  # stops again and latches FAULT if it cannot
+                self._emergency_errors.append(f"{type(err).__name__}: {err}")
+        self._wake.set()
+
+    def request_close(self) -> None:
+        """End the loop once the session is over, or now if it is latched in FAULT."""
+        self._close_requested.set()
+        self._wake.set()
+
+    def view(self) -> SessionView:
+        return self._view
+
+    @property
+    def done(self) -> bool:
+        state = self.machine.state
+        if state.terminal:
+            return True
+        return self._close_requested.is_set() and state in (State.FAULT, State.IDLE)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> SessionSummary:
+        """Run the loop until the session is over; close the device; return the summary."""
+        try:
+            while not self.done:
+                self.step()
+                if self.done:
+                    break
+                self._wait_until(self.next_deadline_ns())
+        finally:
+            self.close()
+        return self.summary()
+
+    def step(self) -> None:
+        """One pass of the loop at the clock's current time (see the module docstring)."""
+        now = self.clock.now_ns()
+        if self._started_ns is None:
+            self._begin(now)
+        try:
+            self._service_emergency()
+            if self.director is not None and not self._closed:
+                self._director_next_ns = self.director.act(self, now)
+            self._run_commands()
+            self._service_emergency()
+            self._advance(self.clock.now_ns())
+            self._service_emergency()
+            now = self.clock.now_ns()
+            poll_due = now >= self._next_poll_ns or self._device_event.is_set()
+            if self._link_open and poll_due:
+                self._poll(now)
+            self._service_emergency()
+            self._check_sink()
+        except Exception as err:  # a bug in the loop itself: fail safe, keep control
+            log.exception("control loop error")
+            self._fail_safe(err)
+        self._publish(self.clock.now_ns())
+
+    _director_next_ns: int | None = None
+
+    def next_deadline_ns(self) -> int:
+        """When the loop must next run: poll tick, phase boundary, ramp step, director."""
+        now = self.clock.now_ns()
+        period = self.settings.control_period_ns
+        candidates = [self._next_poll_ns if self._link_open else now + period]
+        state = self.machine.state
+        if state is State.RUNNING:
+            candidates.extend(self._running_deadlines(now))
+        elif state is State.STOPPING:
+            candidates.append(now + self.settings.ramp_update_ns)
+        if self._director_next_ns is not None:
+            candidates.append(self._director_next_ns)
+        with self._commands_lock:
+            if self._commands:
+                candidates.append(now)
+        if self._emergency_pending():
+            candidates.append(now)
+        return max(now, min(candidates))
+
+    def close(self) -> None:
+        """Stop output, confirm it off from the device's status, release the port."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._link_open:
+            try:
+                self.stimulator.stop_all()
+                status = self.stimulator.status()
+                self._output_confirmed_off = not status.any_output_on
+                self._last_status = status
+                if not self._output_confirmed_off:
+                    on = [c.channel for c in status.channels if c.output_on]
+                    self._trip(
+                        [
+                            Trip(
+                                "IL-OUTPUT-UNEXPECTED",
+                                INTERLOCKS["IL-OUTPUT-UNEXPECTED"].HAZARDS,
+                                f"channel {on}: output still reported on after the final stop",
+                            )
+                        ]
+                    )
+            except EstimError as err:
+                self._emit("close_failed", {"error": f"{type(err).__name__}: {err}"})
+        try:
+            self.stimulator.remove_event_listener(self._on_device_event)
+            self.stimulator.close()
+        except EstimError as err:
+            log.warning("closing the driver failed: %s", err)
+        self.port.link_lost()
+        self._link_open = False
+        self._ended_ns = self.clock.now_ns()
+        summary = self.summary()
+        self._emit("summary", summary.to_dict())
+        self._publish(self._ended_ns)
+
+    def summary(self) -> SessionSummary:
+        m = self.machine
+        on_time, plateaus = delivered(self.plan.schedule, self._sched_t_us)
+        planned_on, planned_plateaus = delivered(self.plan.schedule, self.plan.schedule.duration_us)
+        outcome, reason = self._outcome()
+        start = self._started_ns or 0
+        end = self._ended_ns if self._ended_ns is not None else self.clock.now_ns()
+        return SessionSummary(
+            outcome=outcome,
+            final_state=m.state,
+            reason=reason,
+            confirmed_ua=m.confirmed_ua,
+            final_target_ua=m.target_ua if m.confirmed_ua is not None else None,
+            on_time_us=on_time,
+            contractions=plateaus,
+            planned_on_time_us=planned_on,
+            planned_contractions=planned_plateaus,
+            schedule_elapsed_us=self._sched_t_us,
+            wall_ns=end - start,
+            trips=tuple(self._trips),
+            fault_acknowledged_by=m.acknowledged_by,
+            output_confirmed_off=self._output_confirmed_off,
+            events=self.events_written,
+            skipped_interlocks=self.interlocks.skipped,
+        )
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _begin(self, now: int) -> None:
+        self._started_ns = now
+        self._poll_origin_ns = now
+        self._next_poll_ns = now
+        plan = self.plan
+        protocol = plan.resolved.protocol
+        self._emit(
+            "session",
+            {
+                "patient_code": plan.resolved.prescription.patient_code,
+                "protocol_id": protocol.id,
+                "protocol_version": protocol.version,
+                "protocol_sha256": plan.resolved.library_protocol.content_hash,
+                "profile_model": plan.profile.identity.model,
+                "profile_sha256": plan.profile.sha256,
+                "url": self.stimulator.url,
+                "channels": list(plan.channels),
+                "ceiling_ua": plan.ceiling_ua,
+                "ceiling_source": plan.amplitude.binding.source,
+                "step_ua": plan.step_ua,
+                "schedule_us": plan.schedule.duration_us,
+                "cycles": plan.schedule.cycles,
+                "session_cap_us": plan.session_cap_us,
+                "control_period_ns": self.settings.control_period_ns,
+                "clock": "virtual" if self.clock.is_virtual else "monotonic",
+                **{f"label_{k}": v for k, v in plan.labels.items()},
+            },
+        )
+        for interlock_id, reason in self.interlocks.skipped:
+            self._emit("interlock_skipped", {"interlock_id": interlock_id, "reason": reason})
+
+    def _run_commands(self) -> None:
+        while True:
+            with self._commands_lock:
+                if not self._commands:
+                    return
+                command = self._commands.popleft()
+            if command.future.set_running_or_notify_cancel():
+                try:
+                    command.future.set_result(self._execute(command))
+                except Exception as err:
+                    command.future.set_exception(err)
+                    if not isinstance(err, EstimError):
+                        raise
+            self._service_emergency()
+
+    def _execute(self, command: _Command) -> State:
+        trigger = command.trigger
+        now = self.clock.now_ns()
+        if trigger is Trigger.CONNECT:
+            return self._connect()
+        if trigger is Trigger.PREFLIGHT:
+            return self._preflight()
+        t_before_us = self._schedule_time_us(now)
+        try:
+            state = self.machine.fire(trigger, **command.data)
+        except (DeviceError, InterlockTripped):
+            # The machine already zeroed every channel and latched FAULT.
+            self._record_machine_fault()
+            raise
+        if trigger is Trigger.START:
+            self._sched_offset_us = 0
+            self._resumed_at_ns = now
+            self._resume_ramp = False
+            self._segment_index = -1
+        elif trigger is Trigger.PAUSE:
+            self._sched_offset_us = t_before_us
+            self._sched_t_us = t_before_us
+        elif trigger is Trigger.RESUME:
+            self._resumed_at_ns = now
+            self._resume_ramp = True
+            self._segment_index = -1
+        elif trigger is Trigger.STOP and state is State.STOPPING:
+            self._stop_from_ua = self.port.commanded_ua if self.port.output_enabled else 0
+            self._stop_at_ns = now
+            if self.machine.history[-1].source is State.RUNNING:
+                self._sched_t_us = t_before_us
+                self._sched_offset_us = t_before_us
+        return state
+
+    def _connect(self) -> State:
+        self.machine.fire(Trigger.CONNECT)
+        try:
+            identity = self.stimulator.open()
+        except EstimError as err:
+            return self._trip_now(self._link_trip(f"could not open {self.stimulator.url}: {err}"))
+        self._link_open = True
+        self.port.opened = True
+        self._identity = identity
+        self.stimulator.add_event_listener(self._on_device_event)
+        self._note_reply()
+        self._emit(
+            "connected",
+            {
+                "model": identity.model,
+                "serial_number": identity.serial_number,
+                "firmware": identity.firmware,
+                "protocol_version": identity.protocol_version,
+            },
+        )
+        trip = self.identity_check.should_trip(
+            IdentityReading(identity.model, identity.firmware, identity.serial_number)
+        )
+        if trip is not None:
+            return self._trip_now(trip)
+        try:
+            status = self.stimulator.status()
+            self._note_reply()
+            if status.all_faults == FaultFlag.RESET:
+                # A device that has just powered up says so; clearing that is part of
+                # the handshake. Any other latched fault needs a person.
+                self.stimulator.clear_fault()
+                status = self.stimulator.status()
+            if status.all_faults & ~FaultFlag.COMPLIANCE:
+                return self._trip_now(
+                    DeviceFault().should_trip(self._reading(status, self.clock.now_ns()))
+                    or self._link_trip("the device reports a latched fault")
+                )
+            train = self.plan.resolved.protocol.pulse
+            resolution = self.plan.profile.output.pulse_period_resolution_us or 1
+            self.stimulator.configure(
+                [ChannelConfig.from_train(ch, train, resolution) for ch in self.plan.channels]
+            )
+            self._note_reply()
+        except DeviceRejected as err:
+            return self._trip_now(
+                Trip(DeviceFault.ID, DeviceFault.HAZARDS, f"the device refused a command: {err}")
+            )
+        except EstimError as err:
+            return self._trip_now(self._link_trip(str(err)))
+        self.port.link_up = True
+        return self.machine.state
+
+    def _preflight(self) -> State:
+        self.machine.fire(Trigger.PREFLIGHT)
+        now = self.clock.now_ns()
+        impedances: dict[int, int | None] = {}
+        try:
+            for channel in self.plan.channels:
+                impedances[channel] = self.stimulator.measure_impedance(channel)
+                self._note_reply()
+        except EstimError as err:
+            return self._trip_now(self._link_trip(f"impedance test failed: {err}"))
+        reading = StatusReading(
+            at_ns=now,
+            last_reply_ns=now,
+            output_expected=False,
+            channels=tuple(ChannelReading(ch, 0, impedance_ohm=z) for ch, z in impedances.items()),
+        )
+        checks = (
+            self.open_circuit.should_trip(reading),
+            self.impedance.should_trip(reading),
+            self.dose_cap.should_trip(self.plan.dose),
+            self.preflight_findings.should_trip(self.plan.findings),
+        )
+        trips = tuple(t for t in checks if t is not None)
+        self.machine.record_preflight(trips)
+        findings = self.plan.findings
+        self._emit(
+            "preflight",
+            {
+                "impedance_ohm": {str(ch): z for ch, z in impedances.items()},
+                "sessions_today": self.plan.dose.sessions_today,
+                "sessions_this_week": self.plan.dose.sessions_this_week,
+                "errors": [f.code for f in findings.errors],
+                "warnings": [f.code for f in findings.warnings],
+                "acknowledged": _json_list(sorted(findings.acknowledged)),
+                "trips": [t.interlock_id for t in trips],
+            },
+        )
+        if trips:
+            return self._trip_now(*trips)
+        return self.machine.state
+
+    def _advance(self, now: int) -> None:
+        state = self.machine.state
+        if state is State.RUNNING:
+            self._advance_running(now)
+        elif state is State.STOPPING:
+            self._advance_stopping(now)
+
+    def _advance_running(self, now: int) -> None:
+        schedule = self.plan.schedule
+        t_us = self._schedule_time_us(now)
+        if t_us >= schedule.duration_us:
+            self._sched_t_us = schedule.duration_us
+            self._command_envelope(0)
+            if self.machine.state is State.RUNNING:
+                self.machine.mark_schedule_done()
+                self.machine.fire(Trigger.FINISH)
+            return
+        self._sched_t_us = t_us
+        segment = schedule.segment_at(t_us)
+        assert segment is not None
+        target = self.machine.target_ua
+        if self.plan.profile.output.device_ramps:
+            # The device ramps by itself: command the plateau for the whole burst.
+            amplitude = target if segment.phase.stimulating else 0
+        else:
+            amplitude = segment.amplitude_ua_at(t_us, target)
+            if self._resume_ramp:
+                since_us = (now - self._resumed_at_ns) // NS_PER_US
+                ramp_us = self.settings.resume_ramp_us
+                if since_us >= ramp_us:
+                    self._resume_ramp = False
+                else:
+                    amplitude = min(amplitude, target * since_us // ramp_us)
+        if segment.index != self._segment_index:
+            self._segment_index = segment.index
+            boundary_ns = self._resumed_at_ns + (segment.start_us - self._sched_offset_us) * 1000
+            self._emit(
+                "phase",
+                {
+                    "phase": segment.phase.value,
+                    "cycle": segment.cycle + 1,
+                    "segment": segment.index,
+                    "t_us": t_us,
+                    "late_ns": max(0, now - boundary_ns),
+                },
+            )
+        self._command_envelope(self._quantize(amplitude))
+
+    def _advance_stopping(self, now: int) -> None:
+        amplitude = 0
+        if self.port.output_enabled and self._stop_from_ua:
+            ramp_us = self.settings.stop_ramp_us
+            remaining_us = max(0, ramp_us - (now - self._stop_at_ns) // NS_PER_US)
+            amplitude = self._quantize(self._stop_from_ua * remaining_us // ramp_us)
+        if amplitude < self.port.commanded_ua:
+            self._command_envelope(amplitude)
+        if amplitude == 0 and self.machine.state is State.STOPPING:
+            self.machine.fire(Trigger.FINISH)
+
+    def _command_envelope(self, amplitude_ua: int) -> None:
+        if amplitude_ua == self.port.commanded_ua or not self.port.output_enabled:
+            return
+        try:
+            self.port.apply_envelope(amplitude_ua)
+        except InterlockTripped as err:
+            self._trip([self._trip_from_error(err)])
+        except DeviceRejected as err:
+            self._trip([Trip(DeviceFault.ID, DeviceFault.HAZARDS, f"the device refused: {err}")])
+        except DeviceError as err:
+            self._device_error(err)
+
+    def _poll(self, now: int) -> None:
+        period = self.settings.control_period_ns
+        self._device_event.clear()
+        # Stay on the absolute grid; after a late wake-up, skip to the next tick ahead.
+        ticks = (now - self._poll_origin_ns) // period + 1
+        self._next_poll_ns = self._poll_origin_ns + ticks * period
+        try:
+            status = self.stimulator.status()
+            self._note_reply()
+            self._last_status = status
+            reading = self._reading(status, self.clock.now_ns())
+        except (DeviceTimeout, ProtocolError) as err:
+            log.warning("status poll failed: %s", err)
+            reading = self._blank_reading(now)
+        except DeviceDisconnected as err:
+            reading = self._blank_reading(now, link_error=str(err))
+        except DeviceRejected as err:
+            reading = self._blank_reading(now, rejected=str(err))
+        except DeviceFaulted as err:
+            names = _flag_names(FaultFlag(err.flags)) or frozenset({"hardware"})
+            reading = self._blank_reading(now, device_faults=names)
+        except DeviceError as err:
+            reading = self._blank_reading(now, link_error=str(err))
+        rejected = self._take_device_events()
+        if rejected:
+            reading = _with_device_faults(reading, rejected)
+        self._last_reading = reading
+        trips = self.interlocks.evaluate(reading)
+        if trips:
+            self._trip(trips)
+        if isinstance(reading.link_error, str):
+            self._close_link()
+        self._maybe_status_event(now)
+
+    # --- readings ------------------------------------------------------------------------
+
+    def _reading(self, status: DeviceStatus, now: int) -> StatusReading:
+        expected = self.port.output_enabled and self.machine.state.stimulating
+        channels = tuple(
+            ChannelReading(
+                channel=c.channel,
+                commanded_ua=self.port.commanded(c.channel),
+                device_set_ua=c.commanded_ua,
+                measured_ua=c.measured_ua,
+                impedance_ohm=c.impedance_ohm,
+                output_on=c.output_on,
+                faults=_flag_names(c.faults),
+            )
+            for c in status.channels
+        )
+        return StatusReading(
+            at_ns=now,
+            last_reply_ns=self._last_reply_ns,
+            output_expected=expected,
+            channels=channels,
+            device_faults=_flag_names(status.faults),
+            stimulation_elapsed_us=self._sched_t_us,
+        )
+
+    def _blank_reading(self, now: int, **changes: Any) -> StatusReading:
+        return StatusReading(
+            at_ns=now,
+            last_reply_ns=self._last_reply_ns,
+            output_expected=self.port.output_enabled and self.machine.state.stimulating,
+            stimulation_elapsed_us=self._sched_t_us,
+            **changes,
+        )
+
+    def _on_device_event(self, event: DeviceEvent) -> None:
+        """From the driver's reader thread: poll at once rather than at the next tick."""
+        self._device_events.append(event)
+        self._device_event.set()
+        self._wake.set()
+
+    def _take_device_events(self) -> frozenset[str]:
+        names: set[str] = set()
+        while self._device_events:
+            event = self._device_events.popleft()
+            names |= _flag_names(event.faults)
+        return frozenset(names)
+
+    # --- trips and errors ------------------------------------------------------------------
+
+    def _trip(self, trips: list[Trip]) -> None:
+        """Zero every channel first, then latch FAULT; record every trip once."""
+        new = [t for t in trips if t.interlock_id not in self._tripped_ids]
+        if not new:
+            return
+        for trip in new:
+            self._record_trip(trip)
+        self._emit("trip", {"trips": [_trip_data(t) for t in new]})
+        try:
+            self.machine.fire(Trigger.TRIP, trip=new[0])
+        except EstimError as err:
+            # Zeroing failed (the link is gone); the machine is latched in FAULT anyway.
+            log.error("trip: zeroing output failed: %s", err)
+            if isinstance(err, DeviceDisconnected | DeviceTimeout):
+                self._close_link()
+
+    def _trip_now(self, *trips: Trip) -> State:
+        self._trip(list(trips))
+        return self.machine.state
+
+    def _record_machine_fault(self) -> None:
+        if self.machine.fault is not None:
+            self._record_trip(self.machine.fault)
+
+    def _record_trip(self, trip: Trip) -> None:
+        if trip.interlock_id not in self._tripped_ids:
+            self._tripped_ids.add(trip.interlock_id)
+            self._trips.append(trip)
+
+    def _link_trip(self, reason: str) -> Trip:
+        return Trip(CommunicationLoss.ID, CommunicationLoss.HAZARDS, reason)
+
+    def _trip_from_error(self, err: BaseException) -> Trip:
+        if isinstance(err, InterlockTripped):
+            cls = INTERLOCKS.get(err.interlock_id)
+            hazards = cls.HAZARDS if cls is not None else ("H-UNCONTROLLED",)
+            return Trip(err.interlock_id, hazards, err.reason)
+        if isinstance(err, DeviceRejected):
+            return Trip(DeviceFault.ID, DeviceFault.HAZARDS, f"the device refused: {err}")
+        if isinstance(err, DeviceError):
+            return self._link_trip(str(err))
+        return Trip(EXCEPTION_CAUSE, ("H-UNCONTROLLED",), f"{type(err).__name__}: {err}")
+
+    def _device_error(self, err: DeviceError) -> None:
+        if isinstance(err, DeviceDisconnected):
+            self._trip([self._link_trip(str(err))])
+            self._close_link()
+        elif isinstance(err, DeviceTimeout | ProtocolError):
+            # The comm-loss interlock judges silence by time; a lost reply alone is not
+            # a trip, but the command may not have landed: poll at once.
+            self._device_event.set()
+        else:
+            self._trip([self._trip_from_error(err)])
+
+    def _fail_safe(self, err: Exception) -> None:
+        try:
+            self.stimulator.stop_all()
+        except Exception as stop_err:
+            log.error("fail-safe stop failed: %s", stop_err)
+        trip = Trip(EXCEPTION_CAUSE, ("H-UNCONTROLLED",), f"{type(err).__name__}: {err}")
+        self._record_trip(trip)
+        if self.machine.state is not State.FAULT:
+            try:
+                self.machine.fire(Trigger.TRIP, trip=trip)
+            except Exception:
+                log.exception("latching FAULT after a loop error failed")
+
+    def _close_link(self) -> None:
+        """The port is gone: stop using it (the device's watchdog stops its output)."""
+        if not self._link_open:
+            return
+        self._link_open = False
+        self.port.link_lost()
+        try:
+            self.stimulator.close()
+        except Exception as err:
+            log.warning("closing a lost link: %s", err)
+
+    # --- emergency stop --------------------------------------------------------------------
+
+    def _emergency_pending(self) -> bool:
+        with self._emergency_lock:
+            return len(self._emergency_sources) > self._emergency_handled
+
+    def _service_emergency(self) -> None:
+        with self._emergency_lock:
+            pending = self._emergency_sources[self._emergency_handled :]
+            self._emergency_handled = len(self._emergency_sources)
+            errors, self._emergency_errors = self._emergency_errors, []
+        if not pending:
+            return
+        source = pending[0]
+        self._emit(
+            "emergency_stop",
+            {"sources": list(pending), "stop_all_errors": list(errors)},
+        )
+        try:
+            self.machine.fire(Trigger.EMERGENCY_STOP, source=source)
+        except DeviceError as err:
+            # The machine latched FAULT: the stop could not be confirmed.
+            self._record_machine_fault()
+            if isinstance(err, DeviceDisconnected):
+                self._close_link()
+
+    # --- time ------------------------------------------------------------------------------
+
+    def _schedule_time_us(self, now: int) -> int:
+        if self.machine.state is not State.RUNNING:
+            return self._sched_offset_us
+        return self._sched_offset_us + (now - self._resumed_at_ns) // NS_PER_US
+
+    def _running_deadlines(self, now: int) -> list[int]:
+        t_us = self._schedule_time_us(now)
+        schedule = self.plan.schedule
+        deadlines = []
+        segment = schedule.segment_at(t_us)
+        end_us = segment.end_us if segment is not None else schedule.duration_us
+        deadlines.append(self._resumed_at_ns + (end_us - self._sched_offset_us) * NS_PER_US)
+        ramping = segment is not None and segment.start_level != segment.end_level
+        if (ramping or self._resume_ramp) and not self.plan.profile.output.device_ramps:
+            deadlines.append(now + self.settings.ramp_update_ns)
+        return deadlines
+
+    def _wait_until(self, deadline_ns: int) -> None:
+        if self.clock.is_virtual:
+            self.clock.sleep_until(deadline_ns)
+            return
+        # Wait on the wake event (an emergency stop, a command or a device event cuts
+        # it short). Its timed wait overshoots by tens of microseconds, well inside the
+        # 2 ms phase-boundary budget, without spinning a core; a rare early return is
+        # finished by the clock.
+        remaining = deadline_ns - self.clock.now_ns()
+        if remaining > 0 and self._wake.wait(remaining / NS_PER_S):
+            self._wake.clear()
+            return
+        self._wake.clear()
+        if not (self._emergency_pending() or self._has_commands()):
+            self.clock.sleep_until(deadline_ns)
+
+    def _has_commands(self) -> bool:
+        with self._commands_lock:
+            return bool(self._commands)
+
+    def _note_reply(self) -> None:
+        self._last_reply_ns = self.clock.now_ns()
+
+    def _quantize(self, amplitude_ua: int) -> int:
+        """Down to the device's resolution: never above what the envelope asks."""
+        resolution = self.plan.resolution_ua
+        return amplitude_ua - amplitude_ua % resolution
+
+    # --- events and the view ----------------------------------------------------------------
+
+    def _emit_machine(self, kind: str, data: Mapping[str, JsonValue]) -> None:
+        self._emit(kind, data)
+
+    def _emit(self, kind: str, data: Mapping[str, JsonValue]) -> None:
+        event = SessionEvent(
+            kind=kind,
+            state=self.machine.state.value if hasattr(self, "machine") else State.IDLE.value,
+            monotonic_ns=self.clock.now_ns(),
+            data=dict(data),
+        )
+        if self._sink_error is not None:
+            self._unsaved.append(event)
+            return
+        try:
+            self.sink.append(event)
+            self.events_written += 1
+        except Exception as err:  # the log is part of the safety case: stop if it fails
+            log.exception("event sink failed")
+            self._sink_error = f"{type(err).__name__}: {err}"
+            self._unsaved.append(event)
+
+    def _check_sink(self) -> None:
+        if self._sink_error is None or RECORDS_CAUSE in self._tripped_ids:
+            return
+        self._trip(
+            [
+                Trip(
+                    RECORDS_CAUSE,
+                    ("H-UNCONTROLLED",),
+                    f"the session log could not be written ({self._sink_error}); "
+                    "stimulation stops when it cannot be recorded",
+                )
+            ]
+        )
+
+    @property
+    def unsaved_events(self) -> list[SessionEvent]:
+        """Events the sink refused (kept so a caller can still show or save them)."""
+        return list(self._unsaved)
+
+    def _maybe_status_event(self, now: int) -> None:
+        status = self._last_status
+        if status is None:
+            return
+        last = self._last_status_event_ns
+        if last is not None and now - last < self.settings.status_event_ns:
+            return
+        self._last_status_event_ns = now
+        self._emit(
+            "status",
+            {
+                "channels": [
+                    {
+                        "channel": c.channel,
+                        "commanded_ua": self.port.commanded(c.channel),
+                        "device_set_ua": c.commanded_ua,
+                        "measured_ua": c.measured_ua,
+                        "impedance_ohm": c.impedance_ohm,
+                        "output_on": c.output_on,
+                        "faults": _json_list(sorted(_flag_names(c.faults))),
+                    }
+                    for c in status.channels
+                ],
+                "device_faults": _json_list(sorted(_flag_names(status.faults))),
+                "t_us": self._sched_t_us,
+            },
+        )
+
+    def _publish(self, now: int) -> None:
+        m = self.machine
+        state = m.state
+        phase = cycle = None
+        if state in (State.RUNNING, State.PAUSED, State.STOPPING):
+            segment = self.plan.schedule.segment_at(self._sched_t_us)
+            if segment is not None:
+                phase, cycle = segment.phase, segment.cycle + 1
+        status = self._last_status
+        measured: int | None = None
+        output_on = False
+        if status is not None:
+            session_channels = [c for c in status.channels if c.channel in self.plan.channels]
+            values = [c.measured_ua for c in session_channels if c.measured_ua is not None]
+            measured = max(values) if values else None
+            output_on = status.any_output_on
+        fault = m.fault if state is State.FAULT or m.fault is not None else None
+        self._view = SessionView(
+            state=state,
+            phase=phase,
+            cycle=cycle,
+            cycles=self.plan.schedule.cycles,
+            schedule_elapsed_us=self._sched_t_us,
+            schedule_total_us=self.plan.schedule.duration_us,
+            commanded_ua=self.port.commanded_ua if self.port.output_enabled else 0,
+            measured_ua=measured,
+            output_on=output_on,
+            output_enabled=self.port.output_enabled,
+            titration_ua=m.titration_ua,
+            confirmed_ua=m.confirmed_ua,
+            target_ua=m.target_ua,
+            ceiling_ua=self.plan.ceiling_ua,
+            step_ua=self.plan.step_ua,
+            fault=fault,
+            message=self._message,
+        )
+
+    def _outcome(self) -> tuple[Outcome, str]:
+        m = self.machine
+        state = m.state
+        if m.fault is not None:
+            return Outcome.FAULT, str(m.fault)
+        if m.emergency_source is not None:
+            return Outcome.EMERGENCY_STOP, f"emergency stop ({m.emergency_source})"
+        if state is State.COMPLETED:
+            if m.stop_requested_by is not None:
+                return Outcome.STOPPED, f"stopped early by {m.stop_requested_by}"
+            return Outcome.COMPLETED, "the whole schedule ran"
+        if state is State.ABORTED:
+            return Outcome.NOT_STARTED, "ended before stimulation"
+        return Outcome.NOT_STARTED, f"ended in state {state.value}"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _flag_names(flags: FaultFlag) -> frozenset[str]:
+    return frozenset((f.name or "").lower() for f in FaultFlag if f and f in flags)
+
+
+def _with_device_faults(reading: StatusReading, names: frozenset[str]) -> StatusReading:
+    from dataclasses import replace
+
+    return replace(reading, device_faults=reading.device_faults | names)
+
+
+def _json_list(items: list[str]) -> list[JsonValue]:
+    return list(items)
+
+
+def _trip_data(trip: Trip) -> dict[str, JsonValue]:
+    return {"interlock_id": trip.interlock_id, "hazards": list(trip.hazards), "reason": trip.reason}
+
+
+__all__ = [
+    "FULL_LEVEL",
+    "Director",
+    "DriverPort",
+    "RunnerSettings",
+    "SegmentPhase",
+    "SessionRunner",
+    "SessionView",
+]
