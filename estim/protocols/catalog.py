@@ -11,6 +11,7 @@ listing every problem (file, field, value, fix).
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def load_prescription(path: Path | str) -> Prescription:
 @functools.cache
 def _library() -> dict[str, Protocol]:
     protocols: dict[str, Protocol] = {}
-    for path in sorted(library_dir().glob("*.toml")):
+    for path in sorted(library_dir().glob("*.toml"), key=lambda p: p.stem):
         protocol = load_protocol(path)
         if protocol.id != path.stem:
             raise InputError(
@@ -81,3 +82,27 @@ def find_protocol(file_or_id: str) -> Protocol:
     if looks_like_path(file_or_id):
         return load_protocol(file_or_id)
     return get_protocol(file_or_id)
+
+
+def library_markdown_table() -> str:
+    """The library table of ``docs/protocols.md`` (kept in step by a test)."""
+    from estim.protocols.dose import PC_PER_UC, dose_at, significant
+
+    rows = [
+        "| id | indication | ceiling | r.m.s. at ceiling | energy/pulse | charge/phase "
+        "| pulses/session | stimulating | source |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in list_protocols():
+        dose = dose_at(p, p.amplitude.ceiling_ua)
+        minutes = significant(Fraction(dose.stimulating_us, 60_000_000), 3)
+        rows.append(
+            f"| `{p.id}` | {p.indication.value.replace('_', ' ')} "
+            f"| {p.amplitude.ceiling_ma} mA "
+            f"| {significant(dose.rms_ua / 1000)} mA "
+            f"| {significant(dose.energy_per_pulse_uj / 1000)} mJ "
+            f"| {significant(dose.max_phase_charge_pc / PC_PER_UC)} uC "
+            f"| {dose.pulses} | {minutes} min "
+            f"| [{p.source.confidence.value}] |"
+        )
+    return "\n".join(rows) + "\n"
