@@ -22,9 +22,9 @@ docs/devices/rehastim2.md ("The simulator"). In short:
   stimulation and returns to START, so the host must re-initialise, which clears the
   latched fault (the device has no separate clear command).
 - Client quirks tolerated: pyScienceMode's unescaped, XOR-ed counter and command
-  bytes; an ``InitAck`` that echoes the escape byte of an escaped counter; clients that
-  escape only 0xF0, 0x0F and 0x81. The device's own counter skips the five special
-  values so that clients which index reply bytes by position parse every reply.
+  bytes; clients that escape only 0xF0, 0x0F and 0x81. The device's own counter skips
+  the five special values so that clients which index reply bytes by position parse
+  every reply.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import ClassVar
 
 from estim.clock import NS_PER_MS
 from estim.device.base import ChannelConfig, FaultFlag
-from estim.device.sciencemode2.codec import ESCAPE, SPECIAL_BYTES, Frame, FrameDecoder
+from estim.device.sciencemode2.codec import SPECIAL_BYTES, Frame, FrameDecoder
 from estim.device.sciencemode2.messages import (
     HOST_COMMANDS,
     LOW_FREQUENCY_FACTOR_MAX,
@@ -198,13 +198,10 @@ class ScienceMode2Personality(Personality):
                 return
 
     def _acknowledges_init(self, raw_counter: int) -> bool:
-        candidates = counter_from_wire(raw_counter)
-        if candidates & set(self._init_counters):
-            return True
-        # A client that took the escape byte of an escaped counter for the counter
-        # echoes 0x81 (or, with pyScienceMode's XOR, 0xD4).
-        echoed_escape = ESCAPE in candidates
-        return echoed_escape and any(c in SPECIAL_BYTES for c in self._init_counters)
+        # Quirk-aware: pyScienceMode XORs a special counter byte instead of escaping it.
+        # (Our counters skip the special values, so that only matters for a counter
+        # the client garbled some other way; the check costs nothing.)
+        return bool(counter_from_wire(raw_counter) & set(self._init_counters))
 
     # --- frames ----------------------------------------------------------------------
 

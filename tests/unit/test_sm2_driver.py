@@ -1,0 +1,621 @@
+"""ScienceMode2Stimulator against a scripted port: the exact bytes each operation writes.
+
+The scripted port plays the device from a table of literal frames (host frame ->
+device reply), in the style of pymeasure's ``expected_protocol``. Every frame below was
+laid out by hand from the protocol facts; CRCs come from polynomial long division,
+independently of estim's codec. Time is virtual, so timeouts cost nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from serial.serialutil import SerialException
+
+from estim.clock import NS_PER_MS, VirtualClock
+from estim.device import transport
+from estim.device.base import ChannelConfig, DeviceEvent, FaultFlag
+from estim.device.profile import DeviceProfile, Link, builtin_profile
+from estim.device.sciencemode2 import driver as driver_module
+from estim.device.sciencemode2.driver import ScienceMode2Stimulator, SupersededByStop
+from estim.device.sciencemode2.messages import StimulationMode
+from estim.errors import (
+    DeviceDisconnected,
+    DeviceFaulted,
+    DeviceRejected,
+    DeviceTimeout,
+    IdentityMismatch,
+)
+from estim.protocols.models import ShapeKind
+
+
+def frame(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+# --- device -> host ----------------------------------------------------------------------
+INIT_D0 = frame("F0 81 47 81 56 00 01 01 0F")  # Init, counter 0, version 1
+INIT_D20 = frame("F0 81 4E 81 56 14 01 01 0F")  # Init, counter 0x14, version 1
+INIT_D0F = frame("F0 81 C3 81 51 81 5A 01 01 0F")  # Init, counter 0x0F (escaped)
+INIT_V2 = frame("F0 81 74 81 56 09 01 02 0F")  # Init, counter 9, version 2
+MODE_ACK_START = frame("F0 81 AF 81 51 01 0B 00 00 0F")  # GetStimulationModeAck ok, mode 0
+MODE_ACK_STIM = frame("F0 81 A1 81 51 01 0B 00 02 0F")  # GetStimulationModeAck ok, mode 2
+INIT_CLM_ACK = frame("F0 81 17 81 56 02 1F 00 0F")  # InitChannelListModeAck ok
+START_ACK = frame("F0 81 53 81 56 03 21 00 0F")  # StartChannelListModeAck ok
+START_NACK_PARAM = frame("F0 81 B1 81 56 04 21 FE 0F")  # ... result -2
+START_NACK_BUSY = frame("F0 81 A3 81 56 04 21 F8 0F")  # ... result -8
+STOP_ACK = frame("F0 81 04 81 56 05 23 00 0F")  # StopChannelListModeAck ok
+STIM_ERROR = {
+    -1: frame("F0 81 0B 81 56 06 26 FF 0F"),
+    -2: frame("F0 81 0C 81 56 06 26 FE 0F"),
+    -3: frame("F0 81 05 81 56 06 26 FD 0F"),
+}
+UNKNOWN = frame("F0 81 37 81 57 07 03 0F")  # UnknownCommand
+
+# --- host -> device ----------------------------------------------------------------------
+INIT_ACK_C0 = frame("F0 81 7F 81 56 00 02 00 0F")  # InitAck echoing counter 0, result 0
+INIT_ACK_C14 = frame("F0 81 76 81 56 14 02 00 0F")  # InitAck echoing counter 0x14
+INIT_ACK_C0F = frame("F0 81 FB 81 51 81 5A 02 00 0F")  # InitAck echoing 0x0F, escaped
+GET_MODE_C0 = frame("F0 81 6C 81 56 00 81 5F 0F")  # GetStimulationMode, counter 0
+# InitChannelListMode, counter 1: lf 0, channel 1, lf mask 0, IPI 2 ms, 20 ms (code 38).
+INIT_CLM_C1 = frame("F0 81 06 81 5C 01 1E 00 01 00 01 00 26 00 0F")
+# Same with channel 2 at 40 ms: lf factor 1, mask 03, lf mask 02.
+INIT_CLM_C1_LF = frame("F0 81 4F 81 5C 01 1E 01 03 02 01 00 26 00 0F")
+START_C2_0MA = frame("F0 81 5A 81 53 02 20 00 01 2C 00 0F")  # ch1 300 us 0 mA
+START_C3_20MA = frame("F0 81 1F 81 53 03 20 00 01 2C 14 0F")  # ch1 300 us 20 mA
+START_C2_ONLY_CH1 = frame("F0 81 6A 81 5F 02 20 00 01 2C 05 00 00 00 00 0F")  # ch2 width 0
+WATCHDOG_C4 = frame("F0 81 1D 81 57 04 04 0F")
+STOP_C3 = frame("F0 81 84 81 57 03 22 0F")
+STOP_C4 = frame("F0 81 EF 81 57 04 22 0F")
+STOP_C5 = frame("F0 81 FA 81 57 05 22 0F")
+
+
+class ScriptedPort:
+    """The far end of the serial line, played from a table of literal frames."""
+
+    def __init__(self, announce: bytes = INIT_D0) -> None:
+        self.announce = announce
+        self.replies: dict[bytes, bytes] = {}
+        self.written: list[bytes] = []
+        self.inbox = bytearray()
+        self.is_open = True
+        self.fail_writes = False
+        self.fail_reads = False
+        self.on_read: Callable[[], None] | None = None
+
+    def reply(self, host_frame: bytes, device_bytes: bytes) -> None:
+        self.replies[host_frame] = device_bytes
+
+    def push(self, device_bytes: bytes) -> None:
+        self.inbox += device_bytes
+
+    # pyserial's interface, as much as SerialLink uses
+    def write(self, data: bytes) -> int:
+        if self.fail_writes:
+            raise SerialException("device reports readiness to read but returned no data")
+        self.written.append(bytes(data))
+        self.inbox += self.replies.get(bytes(data), b"")
+        return len(data)
+
+    @property
+    def in_waiting(self) -> int:
+        if self.fail_reads:
+            raise SerialException("read failed: [Errno 5] Input/output error")
+        return len(self.inbox)
+
+    def read(self, size: int = 1) -> bytes:
+        if self.on_read is not None and self.inbox:
+            hook, self.on_read = self.on_read, None
+            data = bytes(self.inbox)
+            self.inbox.clear()
+            hook()
+            return data
+        data = bytes(self.inbox[:size])
+        del self.inbox[:size]
+        return data
+
+    def reset_input_buffer(self) -> None:
+        self.inbox.clear()
+        self.inbox += self.announce  # what the device says next
+
+    def cancel_read(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.is_open = False
+
+
+PROFILE = builtin_profile("hasomed-rehastim2")
+
+
+@pytest.fixture
+def port(monkeypatch: pytest.MonkeyPatch) -> ScriptedPort:
+    scripted = ScriptedPort()
+    scripted.reply(GET_MODE_C0, MODE_ACK_START)
+    opened: list[Link | None] = []
+
+    def open_link(url: str, link: Link | None = None, **_: object) -> transport.SerialLink:
+        opened.append(link)
+        return transport.SerialLink(url, scripted)
+
+    monkeypatch.setattr(driver_module, "open_link", open_link)
+    scripted.opened = opened  # type: ignore[attr-defined]
+    return scripted
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def driver(port: ScriptedPort, clock: VirtualClock) -> Iterator[ScienceMode2Stimulator]:
+    stimulator = ScienceMode2Stimulator(PROFILE, "script://rehastim2", clock=clock)
+    yield stimulator
+    stimulator._close()  # no STOP on close: tests assert exactly what was written
+
+
+def channel(number: int = 1, width_us: int = 300, period_us: int = 20_000) -> ChannelConfig:
+    return ChannelConfig(number, ShapeKind.SYMMETRIC_BIPHASIC, (width_us, width_us), 0, period_us)
+
+
+def opened(driver: ScienceMode2Stimulator, port: ScriptedPort) -> ScienceMode2Stimulator:
+    driver.open()
+    port.written.clear()
+    return driver
+
+
+def running(driver: ScienceMode2Stimulator, port: ScriptedPort) -> ScienceMode2Stimulator:
+    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
+    port.reply(START_C2_0MA, START_ACK)
+    opened(driver, port)
+    driver.configure([channel()])
+    driver.output_on([1])
+    port.written.clear()
+    return driver
+
+
+# --- handshake ----------------------------------------------------------------------------
+
+
+def test_open_answers_init_with_its_counter_then_asks_the_mode(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    identity = driver.open()
+    assert port.written == [INIT_ACK_C0, GET_MODE_C0]
+    assert identity.protocol_version == 1
+    assert identity.firmware == "1"
+    assert identity.model == "RehaStim2"
+    assert driver.stimulation_mode is StimulationMode.START
+
+
+def test_open_uses_the_profiles_serial_settings(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    driver.open()
+    (link,) = port.opened  # type: ignore[attr-defined]
+    assert (link.baudrate, link.bytesize, link.parity, link.stopbits) == (460800, 8, "E", 1)
+
+
+def test_serial_settings_reach_pyserial() -> None:
+    link = transport.open_link("loop://", PROFILE.link)
+    try:
+        port = link.port
+        assert (port.baudrate, port.bytesize, port.parity, port.stopbits) == (460800, 8, "E", 1)
+    finally:
+        link.close()
+
+
+def test_init_ack_echoes_a_special_counter_escaped(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.announce = INIT_D0F
+    driver.open()
+    assert port.written[0] == INIT_ACK_C0F
+
+
+def test_open_refuses_another_protocol_version_without_answering(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.announce = INIT_V2
+    with pytest.raises(IdentityMismatch, match="protocol version 2"):
+        driver.open()
+    assert port.written == []
+
+
+def test_open_times_out_when_the_device_never_announces(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, clock: VirtualClock
+) -> None:
+    port.announce = b""
+    with pytest.raises(DeviceTimeout, match="did not announce itself"):
+        driver.open()
+    assert clock.now_ns() >= (PROFILE.link.watchdog_timeout_ms + 2000) * NS_PER_MS
+
+
+def test_open_stops_a_device_that_reports_it_is_stimulating(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(GET_MODE_C0, MODE_ACK_STIM)
+    # StopChannelListMode, counter 1: payload 01 22, CRC by long division 0xFB -> AE.
+    stop_c1 = frame("F0 81 AE 81 57 01 22 0F")
+    port.reply(stop_c1, STOP_ACK)
+    driver.open()
+    assert port.written == [INIT_ACK_C0, GET_MODE_C0, stop_c1]
+
+
+# --- configure ----------------------------------------------------------------------------
+
+
+def test_configure_sends_init_channel_list_mode(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
+    opened(driver, port).configure([channel()])
+    assert port.written == [INIT_CLM_C1]
+    assert driver.stimulation_mode is StimulationMode.INITIALISED
+
+
+def test_configure_uses_the_low_frequency_factor_for_a_slower_channel(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(INIT_CLM_C1_LF, INIT_CLM_ACK)
+    opened(driver, port).configure([channel(1), channel(2, period_us=40_000)])
+    assert port.written == [INIT_CLM_C1_LF]
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        (channel(period_us=28_571), "multiple of 500 us"),  # 35 Hz, not on the grid
+        (channel(period_us=7_500), "8000-1025000 us"),  # 133 Hz
+        (channel(period_us=1_025_500), "8000-1025000 us"),
+        (channel(width_us=10), "below the RehaStim2's 20 us"),
+        (
+            ChannelConfig(1, ShapeKind.ASYMMETRIC_BIPHASIC, (200, 800), 0, 20_000),
+            "symmetric biphasic pulses only",
+        ),
+        (ChannelConfig(1, ShapeKind.SYMMETRIC_BIPHASIC, (300, 300), 50, 20_000), "gap"),
+        (
+            ChannelConfig(1, ShapeKind.LONG_BIPHASIC_RECTANGULAR, (75_000, 75_000), 0, 650_000),
+            "symmetric biphasic pulses only",
+        ),
+    ],
+)
+def test_configure_refuses_what_the_device_cannot_do(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, config: ChannelConfig, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        opened(driver, port).configure([config])
+    assert port.written == []
+
+
+def test_configure_refuses_periods_that_share_no_main_interval(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    with pytest.raises(ValueError, match="one main interval"):
+        opened(driver, port).configure([channel(1), channel(2, period_us=30_000)])
+    with pytest.raises(ValueError, match="one main interval"):
+        driver.configure([channel(1), channel(2, period_us=200_000)])  # 10x: factor > 7
+    with pytest.raises(ValueError, match="one main interval"):
+        driver.configure([channel(1), channel(2, period_us=40_000), channel(3, period_us=60_000)])
+    assert port.written == []
+
+
+def test_from_train_periods_are_accepted() -> None:
+    # 35 Hz rounds up to 29 ms on the 0.5 ms grid, as ChannelConfig.from_train does.
+    from estim.protocols.models import PulseTrain, SymmetricBiphasic
+
+    train = PulseTrain(shape=SymmetricBiphasic(phase_width_us=300), frequency_hz=35)
+    config = ChannelConfig.from_train(1, train, PROFILE.output.pulse_period_resolution_us or 1)
+    assert config.period_us == 29_000
+    driver = ScienceMode2Stimulator(PROFILE, "unused")
+    assert driver.channel_list_for((config,)).message.main_interval_us == 29_000
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def test_output_on_then_amplitude_updates_resend_start(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(START_C3_20MA, START_ACK)
+    driver.set_amplitudes({1: 20_000})
+    assert port.written == [START_C3_20MA]
+    status = driver.status()
+    assert status.channel(1).commanded_ua == 20_000
+    assert status.channel(1).output_on
+
+
+def test_channels_not_switched_on_get_width_zero(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(INIT_CLM_C1_LF, INIT_CLM_ACK)
+    port.reply(START_C2_ONLY_CH1, START_ACK)
+    opened(driver, port).configure([channel(1), channel(2, period_us=40_000)])
+    driver.set_amplitudes({1: 5000, 2: 9000})
+    driver.output_on([1])
+    assert port.written[-1] == START_C2_ONLY_CH1
+    assert not driver.status().channel(2).output_on
+
+
+def test_amplitudes_before_output_on_are_only_remembered(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
+    opened(driver, port).configure([channel()])
+    driver.set_amplitudes({1: 0})
+    assert port.written == [INIT_CLM_C1]
+
+
+@pytest.mark.parametrize("amplitude_ua", [12_500, 1, 256_000])
+def test_amplitudes_the_wire_cannot_carry_are_refused(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, amplitude_ua: int
+) -> None:
+    running(driver, port)
+    with pytest.raises(ValueError, match="mA"):
+        driver.set_amplitudes({1: amplitude_ua})
+    assert port.written == []
+    assert driver.status().channel(1).commanded_ua == 0
+
+
+def test_amplitude_for_an_unconfigured_channel_is_refused(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    with pytest.raises(ValueError, match="channel 2 is not configured"):
+        driver.set_amplitudes({2: 1000})
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "name"),
+    [(START_NACK_PARAM, -2, "parameter error"), (START_NACK_BUSY, -8, "busy")],
+)
+def test_a_refused_update_raises_with_the_code_and_keeps_the_old_amplitude(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, reply: bytes, code: int, name: str
+) -> None:
+    running(driver, port)
+    port.reply(START_C3_20MA, reply)
+    with pytest.raises(DeviceRejected) as raised:
+        driver.set_amplitudes({1: 20_000})
+    assert (raised.value.code, raised.value.code_name) == (code, name)
+    assert driver.status().channel(1).commanded_ua == 0
+
+
+def test_unknown_command_reply_is_a_rejection(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(START_C3_20MA, UNKNOWN)
+    with pytest.raises(DeviceRejected, match="does not know START_CHANNEL_LIST_MODE"):
+        driver.set_amplitudes({1: 20_000})
+
+
+def test_no_reply_is_a_timeout(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, clock: VirtualClock
+) -> None:
+    opened(driver, port)
+    before = clock.now_ns()
+    with pytest.raises(DeviceTimeout, match="no reply to INIT_CHANNEL_LIST_MODE within 150 ms"):
+        driver.configure([channel()])
+    assert clock.now_ns() - before >= 150 * NS_PER_MS
+    assert driver.stats.timeouts == 1
+
+
+def test_output_off_sends_stop_and_waits_for_its_ack(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(STOP_C3, STOP_ACK)
+    driver.output_off()
+    assert port.written == [STOP_C3]
+    assert not driver.status().any_output_on
+    assert driver.stimulation_mode is StimulationMode.START
+
+
+def test_output_on_after_a_stop_initialises_the_channel_list_again(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(STOP_C3, STOP_ACK)
+    driver.output_off()
+    port.written.clear()
+    # InitChannelListMode counter 4 and StartChannelListMode counter 5 (0 mA): payloads
+    # 04 1E 00 01 00 01 00 26 00 (CRC 0xC9 -> 9C) and 05 20 00 01 2C 00 (CRC 0xD0 -> 85).
+    init_c4 = frame("F0 81 9C 81 5C 04 1E 00 01 00 01 00 26 00 0F")
+    start_c5 = frame("F0 81 85 81 53 05 20 00 01 2C 00 0F")
+    port.reply(init_c4, INIT_CLM_ACK)
+    port.reply(start_c5, START_ACK)
+    driver.output_on([1])
+    assert port.written == [init_c4, start_c5]
+
+
+# --- status, heartbeat, stop --------------------------------------------------------------
+
+
+def test_status_sends_a_watchdog_and_synthesises_what_was_commanded(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(START_C3_20MA, START_ACK)
+    driver.set_amplitudes({1: 20_000})
+    port.written.clear()
+    status = driver.status()
+    assert port.written == [WATCHDOG_C4]
+    assert len(status.channels) == 8
+    one = status.channel(1)
+    assert (one.commanded_ua, one.measured_ua, one.impedance_ohm, one.output_on) == (
+        20_000,
+        None,
+        None,
+        True,
+    )
+    assert status.faults == FaultFlag.NONE
+
+
+def test_heartbeat_is_a_watchdog_frame(driver: ScienceMode2Stimulator, port: ScriptedPort) -> None:
+    running(driver, port)
+    driver.heartbeat()
+    # Watchdog, counter 3: payload 03 04, CRC by long division 0x23 -> 76.
+    assert port.written == [frame("F0 81 76 81 57 03 04 0F")]
+
+
+def test_measure_impedance_is_none(driver: ScienceMode2Stimulator, port: ScriptedPort) -> None:
+    running(driver, port)
+    assert driver.measure_impedance(1) is None
+    assert port.written == []
+
+
+def test_stop_all_writes_stop_at_once_without_waiting(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, clock: VirtualClock
+) -> None:
+    running(driver, port)
+    before = clock.now_ns()
+    driver.stop_all()  # no reply is scripted: it must not wait for one
+    assert port.written == [STOP_C3]
+    assert clock.now_ns() == before
+    assert not driver.status().any_output_on
+
+
+def test_stop_all_reply_is_not_taken_for_a_later_command(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(STOP_C3, STOP_ACK)
+    driver.stop_all()  # its StopAck waits unread in the port
+    # output_off's own Stop (counter 4) gets no reply: the queued StopAck belongs to
+    # stop_all, so output_off must not take it as its own.
+    with pytest.raises(DeviceTimeout):
+        driver.output_off()
+    assert port.written == [STOP_C3, STOP_C4]
+    assert driver.stats.stale_replies == 0
+
+
+def test_stop_all_supersedes_a_command_not_yet_written(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
+    opened(driver, port)
+    driver.configure([channel()])
+    driver.stop_all()  # counter 2: back to start mode
+    port.written.clear()
+    # output_on must now initialise again (counter 3), then start (counter 4). An
+    # emergency stop (counter 4) lands while the InitChannelListMode reply is read:
+    # the start must never reach the device after it.
+    # InitChannelListMode, counter 3: payload 03 1E 00 01 00 01 00 26 00, CRC 0xA1 -> F4.
+    init_c3 = frame("F0 81 F4 81 5C 03 1E 00 01 00 01 00 26 00 0F")
+    port.reply(init_c3, INIT_CLM_ACK)
+    port.on_read = driver.stop_all
+    with pytest.raises(SupersededByStop, match="emergency stop came first"):
+        driver.output_on([1])
+    assert port.written == [init_c3, STOP_C4]
+    assert not driver.status().any_output_on
+
+
+# --- unsolicited frames -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "flag"),
+    [(-1, FaultFlag.EMERGENCY_SWITCH), (-2, FaultFlag.ELECTRODE), (-3, FaultFlag.HARDWARE)],
+)
+def test_stimulation_error_latches_a_fault_and_reports_an_event(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, code: int, flag: FaultFlag
+) -> None:
+    running(driver, port)
+    events: list[DeviceEvent] = []
+    driver.add_event_listener(events.append)
+    port.push(STIM_ERROR[code])
+    driver.poll_events()
+    assert [e.faults for e in events] == [flag]
+    status = driver.status()
+    assert status.faults == flag
+    assert not status.any_output_on
+    assert driver.stimulation_mode is StimulationMode.START
+    with pytest.raises(DeviceFaulted, match="clear the fault"):
+        driver.output_on([1])
+    driver.clear_fault()
+    assert driver.status().faults == FaultFlag.NONE
+
+
+def test_a_second_init_means_the_device_restarted(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    events: list[DeviceEvent] = []
+    driver.add_event_listener(events.append)
+    port.push(INIT_D20)
+    driver.poll_events()
+    assert port.written == [INIT_ACK_C14]  # answered, so the link stays usable
+    assert [e.faults for e in events] == [FaultFlag.RESET]
+    assert "watchdog" in events[0].detail
+    assert driver.status().faults == FaultFlag.RESET
+    assert not driver.status().any_output_on
+
+
+def test_garbage_and_foreign_frames_are_ignored(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    # MOTOmed "ActualValues" (60 = 0x3C) with 3 data bytes 01 02 03, counter 8:
+    # payload 08 3C 01 02 03, CRC by long division 0x10 -> 45.
+    port.push(frame("00 FF 0F F0 81 45 81 50 08 3C 01 02 03 0F 55"))
+    driver.poll_events()
+    assert driver.stats.protocol_errors == 1
+    assert driver.status().faults == FaultFlag.NONE
+
+
+# --- the port going away ------------------------------------------------------------------
+
+
+def test_a_failed_write_is_a_clean_disconnect(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.fail_writes = True
+    with pytest.raises(DeviceDisconnected, match="went away"):
+        driver.set_amplitudes({1: 1000})
+    port.fail_writes = False
+    with pytest.raises(DeviceDisconnected):
+        driver.status()
+
+
+def test_a_failed_read_is_a_clean_disconnect(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.fail_reads = True
+    with pytest.raises(DeviceDisconnected, match="went away"):
+        driver.poll_events()
+    with pytest.raises(DeviceDisconnected):
+        driver.heartbeat()
+
+
+def test_a_port_that_cannot_be_opened_is_a_device_error(clock: VirtualClock) -> None:
+    stimulator = ScienceMode2Stimulator(PROFILE, "/dev/does-not-exist-sm2", clock=clock)
+    with pytest.raises(DeviceDisconnected, match="cannot open the port"):
+        stimulator.open()
+
+
+def test_keepalive_needs_real_time(clock: VirtualClock) -> None:
+    with pytest.raises(ValueError, match="real time"):
+        ScienceMode2Stimulator(PROFILE, "unused", clock=clock, keepalive=True)
+
+
+def test_registry_maps_the_profile_to_this_driver() -> None:
+    from estim.device.registry import driver_class
+
+    assert driver_class(PROFILE.link.wire_protocol) is ScienceMode2Stimulator
+
+
+def test_profile_limits() -> None:
+    profile: DeviceProfile = PROFILE
+    out = profile.output
+    assert out.channels == 8
+    assert (out.phase_width_min_us, out.phase_width_max_us) == (20, 500)
+    assert out.amplitude_max_ua == 126_000
+    assert [s.value for s in out.supported_shapes] == ["symmetric_biphasic"]
+    assert not out.long_pulse_capable
+    assert not profile.measurement.measures_current
+    assert not profile.measurement.measures_impedance
