@@ -1,0 +1,538 @@
+"""The records store on a real SQLite file: every operation, every refusal."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from records_helpers import (
+    CODE,
+    PROFILE_SHA,
+    TODAY,
+    Clock,
+    checklist,
+    clock_fixture,  # noqa: F401  (fixture "clock")
+    event,
+    open_store,
+    prescription,
+    ready_course,
+    run_session,
+    session_start,
+    store_fixture,  # noqa: F401  (fixture "store")
+    stress,
+)
+from sqlalchemy import text
+
+from estim.errors import InputError, NotFoundError, PreflightBlocked, RecordsError
+from estim.protocols.catalog import get_protocol
+from estim.records.diary import DiaryEntry
+from estim.records.engine import sqlite_settings
+from estim.records.models import EligibilityOverride, Outcome, SessionSummary, ValidationRef
+from estim.records.store import Store
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- the file -------------------------------------------------------------------------
+
+
+def test_database_and_wal_files_are_owner_only_even_with_a_permissive_umask(
+    tmp_path: Path,
+) -> None:
+    old = os.umask(0o000)
+    try:
+        with open_store(tmp_path / "new" / "records.db") as s:
+            ready_course(s)
+            for name in ("records.db", "records.db-wal", "records.db-shm"):
+                assert mode(tmp_path / "new" / name) == 0o600, name
+            assert mode(tmp_path / "new") == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_durability_settings(store: Store) -> None:
+    assert sqlite_settings(store.engine) == {
+        "journal_mode": "wal",
+        "synchronous": 2,  # FULL
+        "foreign_keys": 1,
+    }
+
+
+def test_a_readable_existing_file_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    open_store(path).close()
+    path.chmod(0o644)
+    with open_store(path) as s:
+        assert any("readable by other accounts" in w for w in s.warnings)
+
+
+def test_opening_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no records database"):
+        Store.open(tmp_path / "typo.db", create=False)
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_a_directory_is_not_a_records_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a directory"):
+        Store.open(tmp_path)
+
+
+def test_in_memory_sqlite_is_refused() -> None:
+    with pytest.raises(InputError, match="need a file"):
+        Store.open("sqlite:///:memory:")
+
+
+def test_location_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ESTIM_DB", str(tmp_path / "env.db"))
+    with Store.open() as s:
+        assert s.location == str(tmp_path / "env.db")
+
+
+def test_sqlite_url_works_like_a_path(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path}/url.db") as s:
+        assert s.location == str(tmp_path / "url.db")
+        assert s.schema_version() == 2
+
+
+# --- patients --------------------------------------------------------------------------
+
+
+def test_patients_are_stored_by_upper_case_code(store: Store) -> None:
+    store.add_patient("pf-0042", 1980, "  notes  ")
+    p = store.patient("PF-0042")
+    assert (p.code, p.year_of_birth, p.notes) == ("PF-0042", 1980, "notes")
+    assert [x.code for x in store.patients()] == ["PF-0042"]
+
+
+@pytest.mark.parametrize("code", ["Jane Doe", "JaneDoe", "x", "-PF1", "A" * 33, "PF 0042"])
+def test_codes_that_could_be_names_or_are_malformed_are_refused(store: Store, code: str) -> None:
+    with pytest.raises(InputError, match="not a patient code"):
+        store.add_patient(code, 1980)
+    assert store.patients() == []
+
+
+@pytest.mark.parametrize("year", [1899, TODAY.year + 1])
+def test_year_of_birth_is_range_checked(store: Store, year: int) -> None:
+    with pytest.raises(InputError, match="year_of_birth"):
+        store.add_patient(CODE, year)
+
+
+def test_duplicate_codes_are_refused_case_insensitively(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    with pytest.raises(InputError, match="already exists"):
+        store.add_patient(CODE.lower(), 1970)
+
+
+def test_unknown_patient(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="no patient PF-0001"):
+        store.patient("PF-0001")
+
+
+# --- prescriptions ---------------------------------------------------------------------
+
+
+def test_prescribe_stores_the_prescription_its_protocol_and_checklist(store: Store) -> None:
+    record = ready_course(store)
+    assert record.revision == 1
+    assert record.protocol.content_hash == stress().content_hash
+    assert record.prescription.protocol.sha256 == stress().content_hash
+    assert store.active_prescription(CODE) == record
+    chk = store.latest_checklist(record.id)
+    assert chk is not None
+    assert not chk.checklist.unanswered
+    assert [r.reason for r in store.revisions(record.id)] == ["prescribed"]
+
+
+def test_a_prescription_that_does_not_fit_its_protocol_writes_nothing(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    with pytest.raises(InputError, match="ceiling"):
+        store.prescribe(prescription(max_ma="80"), stress(), checklist())
+    assert store.prescriptions(CODE) == []
+
+
+def test_an_incomplete_checklist_is_refused_and_nothing_is_written(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    partial = checklist().model_copy(update={"answers": {}})
+    with pytest.raises(InputError, match="unanswered"):
+        store.prescribe(prescription(), stress(), partial)
+    assert store.prescriptions(CODE) == []
+
+
+def test_a_checklist_that_blocks_refuses_the_course(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    with pytest.raises(PreflightBlocked, match="Pregnant"):
+        store.prescribe(prescription(), stress(), checklist(pregnancy=True))
+    assert store.prescriptions(CODE) == []
+
+
+def test_one_course_per_day(store: Store) -> None:
+    ready_course(store)
+    with pytest.raises(InputError, match="already has a course"):
+        store.prescribe(prescription(start=TODAY), stress(), checklist())
+    assert len(store.prescriptions(CODE)) == 1
+
+
+def test_replace_ends_the_open_course_the_day_before(store: Store) -> None:
+    old = ready_course(store)
+    new = store.prescribe(
+        prescription(start=TODAY + timedelta(days=3), protocol=get_protocol("urge"), max_ma="20"),
+        get_protocol("urge"),
+        checklist(),
+        replace=True,
+    )
+    ended = store.prescription(old.id)
+    assert ended.prescription.end_date == TODAY + timedelta(days=2)
+    assert ended.revision == 2
+    assert ended.changed_at == old.changed_at  # ending is not a treatment change
+    assert store.active_prescription(CODE, TODAY) == ended
+    assert store.active_prescription(CODE, TODAY + timedelta(days=3)) == new
+
+
+def test_replace_cannot_end_a_course_that_starts_later(store: Store) -> None:
+    ready_course(store)
+    with pytest.raises(InputError, match="does not start before"):
+        store.prescribe(
+            prescription(start=TODAY - timedelta(days=30)), stress(), checklist(), replace=True
+        )
+
+
+def test_amending_the_treatment_makes_the_checklist_stale(store: Store, clock: Clock) -> None:
+    record = ready_course(store)
+    assert store.preflight(CODE).ok
+    clock.advance(hours=1)
+    amended = store.amend(
+        record.id,
+        prescription(max_ma="25"),
+        stress(),
+        changed_by="Dr. A. Visser",
+        reason="patient reported discomfort",
+    )
+    assert amended.revision == 2
+    assert amended.prescription.max_amplitude_ma == Decimal(25)
+    codes = [f.code for f in store.preflight(CODE).blocking]
+    assert codes == ["CHK-STALE"]
+    clock.advance(minutes=5)
+    store.record_checklist(record.id, checklist())
+    assert store.preflight(CODE).ok
+    assert [r.revision for r in store.revisions(record.id)] == [1, 2]
+
+
+def test_amend_needs_a_reason(store: Store) -> None:
+    record = ready_course(store)
+    with pytest.raises(InputError, match="reason"):
+        store.amend(record.id, prescription(), stress(), changed_by="x", reason=" ")
+
+
+def test_a_checklist_answered_in_the_future_is_refused(store: Store) -> None:
+    record = ready_course(store)
+    with pytest.raises(InputError, match="future"):
+        store.record_checklist(record.id, checklist(TODAY + timedelta(days=1)))
+
+
+# --- diary -----------------------------------------------------------------------------
+
+
+def entry(days_ago: int, hold: int = 0, reps: int = 0, blocks: int = 4) -> DiaryEntry:
+    return DiaryEntry(
+        day=TODAY - timedelta(days=days_ago), hold_s=hold, repetitions=reps, blocks_done=blocks
+    )
+
+
+def test_diary_round_trip(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    entries = [entry(3), entry(2, 2, 4, 5), entry(1)]
+    assert store.add_diary(CODE, entries) == 3
+    assert store.diary(CODE) == entries
+    assert store.diary(CODE, start=TODAY - timedelta(days=2), end=TODAY - timedelta(days=2)) == [
+        entries[1]
+    ]
+
+
+def test_diary_is_all_or_nothing(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    store.add_diary(CODE, [entry(2)])
+    with pytest.raises(InputError, match="already recorded"):
+        store.add_diary(CODE, [entry(3), entry(2, 3, 3)])
+    assert store.diary(CODE) == [entry(2)]
+    future = DiaryEntry(day=TODAY + timedelta(days=1), hold_s=0, repetitions=0, blocks_done=1)
+    with pytest.raises(InputError, match="future"):
+        store.add_diary(CODE, [entry(4), future])
+    assert store.diary(CODE) == [entry(2)]
+
+
+def test_replacing_a_day_keeps_one_entry(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    store.add_diary(CODE, [entry(2)])
+    store.add_diary(CODE, [entry(2, 3, 3)], replace=True)
+    assert store.diary(CODE) == [entry(2, 3, 3)]
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT revision FROM diary_entry")).scalar() == 2
+
+
+# --- preflight and sessions ---------------------------------------------------------------
+
+
+def test_no_course_no_session(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    assert [f.code for f in store.preflight(CODE).blocking] == ["RX-NONE"]
+    with pytest.raises(PreflightBlocked):
+        store.begin_session(session_start_for_code())
+
+
+def session_start_for_code() -> object:
+    from estim.records.models import DeviceRecord, SessionStart
+
+    return SessionStart(
+        patient_code=CODE,
+        protocol_sha256="b" * 64,
+        profile_name="p",
+        profile_sha256=PROFILE_SHA,
+        device=DeviceRecord(model="m", serial_number="s", firmware="1"),
+        clinician="Nurse B",
+    )
+
+
+def test_a_session_refuses_to_start_without_a_checklist(store: Store) -> None:
+    store.add_patient(CODE, 1980)
+    record = store.prescribe(prescription(), stress())
+    with pytest.raises(PreflightBlocked, match="CHK-MISSING"):
+        store.begin_session(session_start(record))
+    assert store.sessions(CODE) == []
+
+
+def test_a_stale_checklist_cannot_start_a_course_nor_a_session(store: Store, clock: Clock) -> None:
+    store.add_patient(CODE, 1980)
+    with pytest.raises(PreflightBlocked, match="CHK-STALE"):
+        store.prescribe(prescription(), stress(), checklist(TODAY - timedelta(days=31)))
+    record = store.prescribe(prescription(), stress(), checklist(TODAY))
+    clock.advance(days=31)
+    with pytest.raises(PreflightBlocked, match="CHK-STALE"):
+        store.begin_session(session_start(record))
+    assert store.sessions(CODE) == []
+
+
+def test_a_session_must_run_the_prescribed_protocol(store: Store) -> None:
+    record = ready_course(store)
+    with pytest.raises(PreflightBlocked, match="RX-PROTOCOL"):
+        store.begin_session(session_start(record, protocol_sha256="c" * 64))
+
+
+def test_a_validation_record_for_another_profile_blocks(store: Store, tmp_path: Path) -> None:
+    record = ready_course(store)
+    path = tmp_path / "bench.json"
+    path.write_text('{"profile_sha256": "' + "d" * 64 + '", "passed": true}')
+    ref = ValidationRef.from_file(path)
+    with pytest.raises(PreflightBlocked, match="VAL-PROFILE"):
+        store.begin_session(session_start(record, validation=ref))
+    path.write_text('{"profile_sha256": "' + PROFILE_SHA + '", "passed": true}')
+    done = run_session(store, record, validation=ValidationRef.from_file(path))
+    assert done.validation_sha256 == ValidationRef.from_file(path).sha256
+    assert done.validation is not None
+    assert done.validation["fields"]["passed"] is True
+
+
+def test_a_session_is_recorded_with_everything_needed(store: Store) -> None:
+    record = ready_course(store)
+    done = run_session(store, record, events=4)
+    assert done.outcome is Outcome.COMPLETED
+    assert done.patient_code == CODE
+    assert done.prescription_id == record.id
+    assert done.protocol_sha256 == record.effective_protocol.content_hash
+    assert done.device.serial_number == "SN-001"
+    assert done.diary_day == TODAY
+    assert done.confirmed_amplitude_ua == 12_000
+    assert done.event_count == 6  # opened + 4 + end
+    kinds = [e.kind for e in store.events(done.id)]
+    assert kinds == ["records.opened"] + ["status"] * 4 + ["records.end"]
+    assert store.verify(done.id).ok
+    assert store.session(done.uid[:8]) == done
+    assert store.session(str(done.id)) == done
+
+
+def test_the_dose_counts_sessions_already_done(store: Store) -> None:
+    record = ready_course(store)  # stress: 1 a day, 5 a week
+    run_session(store, record)
+    check = store.preflight(CODE)
+    assert check.dose is not None
+    assert check.dose.sessions_today == 1
+    assert [f.code for f in check.blocking] == ["DOSE-DAY"]
+    with pytest.raises(PreflightBlocked, match="DOSE-DAY"):
+        store.begin_session(session_start(record))
+    assert store.preflight(CODE, day=TODAY + timedelta(days=1)).ok
+
+
+def test_a_session_that_delivered_nothing_does_not_count(store: Store) -> None:
+    record = ready_course(store)
+    run_session(store, record, outcome=Outcome.ABORTED, on_time_us=0, amplitude_ua=None)
+    assert store.preflight(CODE).ok
+
+
+def test_voluntary_contraction_blocks_until_overridden_and_the_override_is_logged(
+    store: Store,
+) -> None:
+    record = ready_course(store)
+    store.add_diary(CODE, [entry(2, hold=3, reps=5)])
+    check = store.preflight(CODE)
+    assert [f.code for f in check.blocking] == ["ELIG-VOLUNTARY"]
+    assert "3 s x 5" in check.blocking[0].message
+    with pytest.raises(PreflightBlocked, match="ELIG-VOLUNTARY"):
+        store.begin_session(session_start(record))
+    override = EligibilityOverride(reason="partial denervation on EMG", clinician="Dr. A. Visser")
+    done = run_session(store, record, eligibility_override=override)
+    assert done.override_id is not None
+    [logged] = store.overrides(CODE)
+    assert logged.reason == "partial denervation on EMG"
+    assert logged.finding_code == "ELIG-VOLUNTARY"
+    opened = store.events(done.id)[0].data
+    assert any(f["code"] == "ELIG-OVERRIDDEN" for f in opened["findings"])
+
+
+def test_events_after_the_end_are_refused(store: Store) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    recorder.finish(Outcome.STOPPED, "clinician stopped", SessionSummary())
+    with pytest.raises(RecordsError, match="finished"):
+        recorder.append(event(1))
+    with pytest.raises(RecordsError, match="already finished"):
+        recorder.finish(Outcome.COMPLETED, "again", SessionSummary())
+
+
+def test_a_second_writer_on_the_same_session_is_refused(store: Store) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    store._append(recorder.session_id, recorder.event_count, recorder.head_hash, event(0))
+    with pytest.raises(RecordsError, match="another writer"):
+        recorder.append(event(1))
+    recorder._lease.release()
+
+
+def test_an_exception_closes_the_session_as_aborted(store: Store) -> None:
+    record = ready_course(store)
+
+    def run() -> None:
+        with store.begin_session(session_start(record)) as recorder:
+            recorder.append(event(0))
+            raise RuntimeError("driver exploded")
+
+    with pytest.raises(RuntimeError):
+        run()
+    [s] = store.sessions(CODE)
+    assert s.outcome is Outcome.ABORTED
+    assert "driver exploded" in (s.reason or "")
+    assert store.verify(s.id).ok
+
+
+def test_checkpoint_keeps_the_summary_if_the_process_dies(store: Store, tmp_path: Path) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    recorder.append(event(0))
+    recorder.checkpoint(SessionSummary(confirmed_amplitude_ua=9000, on_time_us=5_000_000))
+    recorder._lease.release(remove=False)  # as the kernel does when the process dies
+    [recovered] = store.recover_interrupted()
+    assert recovered.outcome is Outcome.INTERRUPTED
+    assert recovered.confirmed_amplitude_ua == 9000
+    assert "last event #1 'status'" in (recovered.reason or "")
+    assert store.verify(recovered.id).ok
+
+
+def test_a_live_session_is_not_recovered(store: Store, tmp_path: Path, clock: Clock) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    with open_store(tmp_path / "records.db", clock) as other:
+        assert other.recover_interrupted() == []
+    assert store.session(recorder.session_id).is_open
+    recorder.finish(Outcome.COMPLETED, "done", SessionSummary())
+
+
+def test_another_hosts_session_is_left_alone(tmp_path: Path, clock: Clock) -> None:
+    with open_store(tmp_path / "records.db", clock) as s:
+        record = ready_course(s)
+        recorder = s.begin_session(session_start(record))
+        recorder._lease.release(remove=False)
+    other = Store.open(tmp_path / "records.db", now=clock, today=clock.today, host="elsewhere")
+    with other:
+        assert other.recover_interrupted() == []
+
+
+# --- tampering ----------------------------------------------------------------------------
+
+
+def tamper(store: Store, sql: str) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS session_event_no_update")
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS session_event_no_delete")
+        conn.exec_driver_sql(sql)
+
+
+def test_the_database_refuses_to_change_events(store: Store) -> None:
+    done = run_session(store, ready_course(store))
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE session_event SET kind='x' WHERE session_id={done.id}")
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM session_event WHERE session_id={done.id}")
+    assert store.verify(done.id).ok
+
+
+@pytest.mark.parametrize(
+    ("sql", "sequence", "reason"),
+    [
+        (
+            'UPDATE session_event SET data_json=\'{"amplitude_ua":1,"n":2}\' WHERE sequence=3',
+            3,
+            "altered",
+        ),
+        ("UPDATE session_event SET kind='trip' WHERE sequence=2", 2, "altered"),
+        ("UPDATE session_event SET monotonic_ns=monotonic_ns+1 WHERE sequence=4", 4, "altered"),
+        ("DELETE FROM session_event WHERE sequence=2", 2, "sequence number"),
+        ("DELETE FROM session_event WHERE sequence=5", 5, "missing from the end"),
+        ("UPDATE session SET outcome='stopped'", 5, "outcome"),
+        ("UPDATE session SET confirmed_amplitude_ua=99000", 5, "confirmed_amplitude_ua"),
+        ("UPDATE session SET clinician='Someone else'", 0, "header"),
+        ("UPDATE patient SET code='PF-9999'", 0, "header"),
+    ],
+)
+def test_verify_names_the_first_broken_link_after_raw_sql_edits(
+    store: Store, sql: str, sequence: int, reason: str
+) -> None:
+    done = run_session(store, ready_course(store), events=4)
+    assert store.verify(done.id).ok
+    tamper(store, sql)
+    verdict = store.verify(done.id)
+    assert not verdict.ok
+    assert verdict.broken is not None
+    assert verdict.broken.sequence == sequence, verdict.broken
+    assert reason in str(verdict.broken)
+
+
+def test_export_is_self_contained_and_verifiable(store: Store) -> None:
+    import hashlib
+    import json
+
+    done = run_session(store, ready_course(store))
+    data = store.export_session(done.id)
+    assert data["verified"] is True
+    prev = data["header_sha256"]
+    header_text = json.dumps(
+        {"session_header": data["header"]}, sort_keys=True, separators=(",", ":")
+    )
+    assert hashlib.sha256(header_text.encode()).hexdigest() == prev
+    for ev in data["events"]:
+        body = {
+            k: ev[k] for k in ("sequence", "kind", "state", "monotonic_ns", "wall_time", "data")
+        }
+        body["prev_hash"] = ev["prev_sha256"]
+        assert body["prev_hash"] == prev
+        digest = hashlib.sha256(
+            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
+        assert digest == ev["sha256"]
+        prev = digest
+    assert prev == data["head_sha256"]
