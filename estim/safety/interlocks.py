@@ -37,6 +37,9 @@ NS_PER_MS = 1_000_000
 OPEN_CIRCUIT_FLAG = "open_circuit"
 """The device's own open-circuit fault, by its ``FaultFlag`` name."""
 
+COMPLIANCE_FLAG = "compliance"
+"""The device cannot drive the commanded current into the load (not latched)."""
+
 
 # --- what a trip says ------------------------------------------------------------------
 
@@ -319,8 +322,8 @@ class DeviceFault(Interlock[StatusReading]):
     HAZARDS = ("H-DEVICE", "H-UNCONTROLLED")
     STAGE = Stage.RUNTIME
     DESCRIPTION = (
-        "The device reports a fault flag (over-current, compliance, watchdog, hardware, "
-        "its own stop switch, reset, electrode), or refused (NACK) a command."
+        "The device reports a fault flag (over-current, watchdog, hardware, its own stop "
+        "switch, reset, electrode), or refused (NACK) a command."
     )
 
     def should_trip(self, reading: StatusReading) -> Trip | None:
@@ -330,7 +333,10 @@ class DeviceFault(Interlock[StatusReading]):
             names = ", ".join(sorted(reading.device_faults)).replace("_", " ")
             return self._trip(f"the device reports a fault: {names}")
         for ch in reading.channels:
-            faults = ch.faults - {OPEN_CIRCUIT_FLAG}  # IL-OPEN-CIRCUIT reports that one
+            # IL-OPEN-CIRCUIT reports an open circuit; compliance (the load will not take
+            # the commanded current) is a condition, not a latched fault, and
+            # IL-CURRENT-DEVIATION judges whether the shortfall matters.
+            faults = ch.faults - {OPEN_CIRCUIT_FLAG, COMPLIANCE_FLAG}
             if faults:
                 names = ", ".join(sorted(faults)).replace("_", " ")
                 return self._trip(f"channel {ch.channel}: the device reports a fault: {names}")
@@ -702,8 +708,8 @@ class RuntimeInterlocks:
                 OpenCircuit.for_profile(profile),
                 ImpedanceRange.for_profile(profile),
                 UnexpectedOutput.for_profile(profile),
-                DeviceFault(),
                 CurrentDeviation.for_profile(profile),
+                DeviceFault(),
                 SessionTimeCap(session_cap_us),
             ),
             amplitude=amplitude,

@@ -209,11 +209,13 @@ class SessionMachine:
         before: list[Callable[[EventData], None]] = []
         after: list[Callable[[EventData], None]] = []
         effect = self._effects[rule.output]
-        if rule.output.before_state_change:
-            before.append(effect)
+        # Bookkeeping (memory only, microseconds) goes first so that the reason for a
+        # trip or a stop is on record even if zeroing the output then fails.
         bookkeeping = self._bookkeeping.get(rule.trigger)
         if bookkeeping is not None:
             before.append(bookkeeping)
+        if rule.output.before_state_change:
+            before.append(effect)
         if rule.output is not OutputEffect.NONE and not rule.output.before_state_change:
             after.append(effect)
         return {

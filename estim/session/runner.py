@@ -49,6 +49,7 @@ from estim.errors import (
     DeviceRejected,
     DeviceTimeout,
     EstimError,
+    IdentityMismatch,
     InputError,
     InterlockTripped,
     ProtocolError,
@@ -602,6 +603,10 @@ class SessionRunner:
         self.machine.fire(Trigger.CONNECT)
         try:
             identity = self.stimulator.open()
+        except IdentityMismatch as err:
+            return self._trip_now(
+                Trip(DeviceIdentityCheck.ID, DeviceIdentityCheck.HAZARDS, str(err))
+            )
         except EstimError as err:
             return self._trip_now(self._link_trip(f"could not open {self.stimulator.url}: {err}"))
         self._link_open = True
@@ -774,18 +779,19 @@ class SessionRunner:
             self._note_reply()
             self._last_status = status
             reading = self._reading(status, self.clock.now_ns())
+        # A failed poll is judged at the moment it failed (retries take time).
         except (DeviceTimeout, ProtocolError) as err:
             log.warning("status poll failed: %s", err)
-            reading = self._blank_reading(now)
+            reading = self._blank_reading(self.clock.now_ns())
         except DeviceDisconnected as err:
-            reading = self._blank_reading(now, link_error=str(err))
+            reading = self._blank_reading(self.clock.now_ns(), link_error=str(err))
         except DeviceRejected as err:
-            reading = self._blank_reading(now, rejected=str(err))
+            reading = self._blank_reading(self.clock.now_ns(), rejected=str(err))
         except DeviceFaulted as err:
             names = _flag_names(FaultFlag(err.flags)) or frozenset({"hardware"})
-            reading = self._blank_reading(now, device_faults=names)
+            reading = self._blank_reading(self.clock.now_ns(), device_faults=names)
         except DeviceError as err:
-            reading = self._blank_reading(now, link_error=str(err))
+            reading = self._blank_reading(self.clock.now_ns(), link_error=str(err))
         rejected = self._take_device_events()
         if rejected:
             reading = _with_device_faults(reading, rejected)
