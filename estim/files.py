@@ -9,6 +9,7 @@ so that the value a clinician typed is the value estim compares.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -78,12 +79,17 @@ def validation_problems(err: ValidationError, origin: str) -> list[Problem]:
     for e in err.errors(include_url=False):
         loc = ".".join(str(part) for part in e["loc"] if not _is_union_tag(part))
         field = f"{origin}: {loc}" if loc else origin
-        message = e["msg"].removeprefix("Value error, ")
+        message = _ENUM_REPR.sub(r"\1", e["msg"].removeprefix("Value error, "))
         value = e.get("input") if e["type"] != "missing" else None
         if isinstance(value, dict):
             value = None  # a whole sub-table is noise; the field path says where
         problems.append(Problem(field, message, value=value, fix=_fix_for(e)))
     return problems
+
+
+# pydantic names enum tags by repr ("<ShapeKind.SYMMETRIC_BIPHASIC: 'symmetric_biphasic'>");
+# a user typed the value, so show the value.
+_ENUM_REPR = re.compile(r"<[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_]+: ('[^']*')>")
 
 
 def _is_union_tag(part: object) -> bool:
