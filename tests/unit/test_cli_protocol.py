@@ -85,7 +85,7 @@ def test_show_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_show_unknown_id(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "protocol", "show", "strees")
+    code, _out, err = run(capsys, "protocol", "show", "strees")
     assert code == 2
     assert "no protocol 'strees' in the library" in err
     assert "stress" in err
@@ -162,7 +162,7 @@ def test_check_prescription_that_does_not_fit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rx = prescription_file(tmp_path, "60", adjustments={"off_s": "2"})
-    code, out, err = run(capsys, "protocol", "check", "--prescription", rx)
+    code, _out, err = run(capsys, "protocol", "check", "--prescription", rx)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip().startswith("- ")]
     assert len(lines) == 2  # one line per problem
