@@ -530,8 +530,10 @@ def answer_command(
     code = normalize_code(code)
     with open_store(db) as store:
         record = _course_to_amend(store, code, course)
-        who = by or (None if file else record.prescription.prescriber)
-        answered = get_checklist(file, need_person(who, "--by", "Answered by"), ask=ask)
+        if file is not None:
+            answered = load_checklist(file)
+        else:
+            answered = get_checklist(None, need_person(by, "--by", "Answered by"), ask=ask)
         stored, findings = store.record_checklist(record.id, answered)
     out().print(
         f"recorded the checklist for course #{record.id} ({code}), answered "

@@ -90,6 +90,7 @@ def __getattr__(name: str) -> Any:
         return getattr(store, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "ContraindicationChecklist",
     "DeviceRecord",

@@ -66,12 +66,12 @@ class DiaryEntry(Frozen):
         if self.repetitions > 0 and self.hold_s == 0:
             raise ValueError(
                 f"{self.repetitions} repetitions recorded without a hold time; a repetition "
-                "is a held contraction: give hold_s (1-10), or 0 repetitions"
+                "is a held contraction: give a hold time of 1-10 s, or 0 repetitions"
             )
         if self.hold_s > 0 and self.repetitions == 0:
             raise ValueError(
                 f"a hold of {self.hold_s} s recorded with 0 repetitions; a hold is at least "
-                "one contraction: give repetitions (1-12), or hold_s 0"
+                "one contraction: give 1-12 repetitions, or a hold time of 0"
             )
         return self
 

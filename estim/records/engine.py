@@ -119,7 +119,10 @@ def open_engine(location: str) -> tuple[Engine, list[str]]:
     path = sqlite_path(location)
     if path is None:
         try:
-            return create_engine(location, pool_pre_ping=True), []
+            # REPEATABLE READ: a read transaction sees one snapshot (a log being written
+            # by a running session verifies consistently), as SQLite's WAL readers do.
+            engine = create_engine(location, pool_pre_ping=True, isolation_level="REPEATABLE READ")
+            return engine, []
         except (ArgumentError, SQLAlchemyError, ImportError) as err:
             raise InputError(f"{location}: cannot use this database URL ({err})") from err
     warnings = prepare_sqlite_file(path)

@@ -1324,73 +1324,34 @@ class Store:
         return [_session(row) for row in conn.execute(query)]
 
     def events(self, session_id: int) -> list[chain.ChainedEvent]:
-        e = t.session_event
         with self._read("reading session events") as conn:
-            rows = conn.execute(
-                select(e).where(e.c.session_id == session_id).order_by(e.c.sequence, e.c.id)
-            ).all()
+            return self._events(conn, session_id)
+
+    def _events(self, conn: Connection, session_id: int) -> list[chain.ChainedEvent]:
+        e = t.session_event
+        rows = conn.execute(
+            select(e).where(e.c.session_id == session_id).order_by(e.c.sequence, e.c.id)
+        ).all()
         return [_chained(r) for r in rows]
+
+    def _snapshot(self, session_id: int) -> tuple[SessionRecord, list[chain.ChainedEvent]]:
+        """The session row and its events as of one moment (one read transaction), so a
+        session still being recorded by another process is seen consistently."""
+        with self._read("reading a session log") as conn:
+            found = self._sessions(conn, where=t.session.c.id == session_id)
+            if not found:
+                raise NotFoundError(f"no session {session_id}; list them with: estim log list")
+            return found[0], self._events(conn, session_id)
 
     def verify(self, session_id: int) -> chain.ChainVerdict:
         """Check a session's header, every link, and that the row matches its end event."""
-        record = self.session(session_id)
-        events = self.events(session_id)
-        genesis = chain.header_hash(_header_of(record))
-        if genesis != record.header_sha256:
-            return chain.ChainVerdict(
-                0,
-                genesis,
-                chain.BrokenLink(
-                    0,
-                    "the session header (patient, prescription, protocol, device, clinician "
-                    "or start time) was altered: its hash no longer matches",
-                ),
-            )
-        verdict = chain.verify(
-            genesis,
-            events,
-            expected_count=record.event_count,
-            expected_head=record.last_event_sha256,
-        )
-        if not verdict.ok:
-            return verdict
-        ends = [ev for ev in events if ev.kind == END_KIND]
-        if record.outcome is None:
-            if ends:
-                return _broken(
-                    verdict, ends[0].sequence, "an end event exists but the session is open"
-                )
-            return verdict
-        if len(ends) != 1 or ends[0] is not events[-1]:
-            return _broken(
-                verdict,
-                len(events) - 1,
-                "the session is closed but its log does not end with its end event",
-            )
-        data = ends[0].data
-        recorded = {
-            "outcome": record.outcome.value,
-            "reason": record.reason,
-            "ended_at": None if record.ended_at is None else chain.wall_time_text(record.ended_at),
-            "confirmed_amplitude_ua": record.confirmed_amplitude_ua,
-            "on_time_us": record.on_time_us,
-            "contractions": record.contractions,
-        }
-        for key, value in recorded.items():
-            if data.get(key) != value:
-                return _broken(
-                    verdict,
-                    ends[0].sequence,
-                    f"the session row's {key} ({value!r}) differs from the logged end "
-                    f"({data.get(key)!r}): the row was altered",
-                )
-        return verdict
+        record, events = self._snapshot(session_id)
+        return _verify(record, events)
 
     def export_session(self, session_id: int) -> dict[str, Any]:
         """A self-contained JSON-ready export: header, every event with hashes, verdict."""
-        record = self.session(session_id)
-        events = self.events(session_id)
-        verdict = self.verify(session_id)
+        record, events = self._snapshot(session_id)
+        verdict = _verify(record, events)
         return {
             "format": "estim-session-log/1",
             "session": record.model_dump(mode="json"),
@@ -1641,6 +1602,57 @@ def _header_of(record: SessionRecord) -> dict[str, Any]:
         "override_id": record.override_id,
     }
     return _header(values, record.patient_code)
+
+
+def _verify(record: SessionRecord, events: list[chain.ChainedEvent]) -> chain.ChainVerdict:
+    genesis = chain.header_hash(_header_of(record))
+    if genesis != record.header_sha256:
+        return chain.ChainVerdict(
+            0,
+            genesis,
+            chain.BrokenLink(
+                0,
+                "the session header (patient, prescription, protocol, device, clinician "
+                "or start time) was altered: its hash no longer matches",
+            ),
+        )
+    verdict = chain.verify(
+        genesis,
+        events,
+        expected_count=record.event_count,
+        expected_head=record.last_event_sha256,
+    )
+    if not verdict.ok:
+        return verdict
+    ends = [ev for ev in events if ev.kind == END_KIND]
+    if record.outcome is None:
+        if ends:
+            return _broken(verdict, ends[0].sequence, "an end event exists but the session is open")
+        return verdict
+    if len(ends) != 1 or ends[0] is not events[-1]:
+        return _broken(
+            verdict,
+            len(events) - 1,
+            "the session is closed but its log does not end with its end event",
+        )
+    data = ends[0].data
+    recorded = {
+        "outcome": record.outcome.value,
+        "reason": record.reason,
+        "ended_at": None if record.ended_at is None else chain.wall_time_text(record.ended_at),
+        "confirmed_amplitude_ua": record.confirmed_amplitude_ua,
+        "on_time_us": record.on_time_us,
+        "contractions": record.contractions,
+    }
+    for key, value in recorded.items():
+        if data.get(key) != value:
+            return _broken(
+                verdict,
+                ends[0].sequence,
+                f"the session row's {key} ({value!r}) differs from the logged end "
+                f"({data.get(key)!r}): the row was altered",
+            )
+    return verdict
 
 
 def _broken(verdict: chain.ChainVerdict, sequence: int, reason: str) -> chain.ChainVerdict:
