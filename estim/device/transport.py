@@ -16,6 +16,7 @@ The original pyserial exception is kept as ``__cause__``.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from typing import Any
 
@@ -24,6 +25,13 @@ from serial.serialutil import SerialException, SerialTimeoutException
 
 from estim.device.profile import Link
 from estim.errors import DeviceDisconnected, DeviceTimeout, InputError
+
+try:
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # Windows: pyserial raises SerialException only
+    _TERMIOS_ERRORS = ()
 
 SIM_HANDLER_PACKAGE = "estim.device.simulator"
 
@@ -60,7 +68,16 @@ def open_link(
     if "://" not in url:
         options["exclusive"] = True  # a second program on a stimulator port is a hazard
     try:
-        port = serial.serial_for_url(url, **options)
+        try:
+            port = serial.serial_for_url(url, **options)
+        except _TERMIOS_ERRORS:
+            if not (_is_pseudo_terminal(url) and options.get("parity", "N") != "N"):
+                raise
+            # A pseudo-terminal has no UART, so parity means nothing on it, and some
+            # kernels refuse to set it: the first open succeeds because the other
+            # settings change, a later open (only parity left to change) fails with
+            # EINVAL. Open it as the line it really is.
+            port = serial.serial_for_url(url, **{**options, "parity": "N"})
     except SerialTimeoutException as err:
         raise DeviceTimeout(f"{url}: timed out opening the port") from err
     except SerialException as err:
@@ -72,7 +89,14 @@ def open_link(
         raise InputError(f"{url}: cannot use this port: {err}") from err
     except OSError as err:
         raise DeviceDisconnected(f"{url}: cannot open the port ({err.strerror})") from err
+    except _TERMIOS_ERRORS as err:  # not an OSError: it would escape the boundary
+        raise DeviceDisconnected(f"{url}: cannot set the port's line settings ({err})") from err
     return SerialLink(url, port)
+
+
+def _is_pseudo_terminal(url: str) -> bool:
+    path = os.path.realpath(url) if "://" not in url else ""
+    return path.startswith(("/dev/pts/", "/dev/ttys"))
 
 
 class SerialLink:
