@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "estim.cli.demo_cmd",
     "estim.cli.protocol_cmd",
     "estim.cli.profile_cmd",
+    "estim.cli.bench_cmd",
     "estim.cli.sim_cmd",
     "estim.cli.session_cmd",
     "estim.cli.patient_cmd",
