@@ -24,6 +24,7 @@ from typing import Any
 from estim.errors import RecordsError
 
 HASH_HEX_LEN = 64
+NAME_MAX_CHARS = 64  # kind and state: the width of their columns
 
 
 def canonical(value: Any) -> str:
@@ -106,10 +107,14 @@ def link(
     data: Mapping[str, Any],
 ) -> ChainedEvent:
     """The next link of a chain: canonical content plus its hash."""
-    if not kind or not isinstance(kind, str):
-        raise RecordsError(f"event kind must be a non-empty string, got {kind!r}")
-    if not isinstance(state, str):
-        raise RecordsError(f"event state must be a string, got {state!r}")
+    if not isinstance(kind, str) or not 0 < len(kind) <= NAME_MAX_CHARS:
+        raise RecordsError(
+            f"event kind must be a string of 1-{NAME_MAX_CHARS} characters, got {kind!r}"
+        )
+    if not isinstance(state, str) or len(state) > NAME_MAX_CHARS:
+        raise RecordsError(
+            f"event state must be a string of at most {NAME_MAX_CHARS} characters, got {state!r}"
+        )
     if isinstance(monotonic_ns, bool) or not isinstance(monotonic_ns, int):
         raise RecordsError(f"monotonic_ns must be an integer, got {monotonic_ns!r}")
     content = dict(data)

@@ -150,7 +150,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 def export_csv(entries: Iterable[DiaryEntry]) -> str:
     """CSV text of diary entries, in date order, with a header row."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF as RFC 4180 says; it also makes the writer quote a note holding a lone "\r".
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for e in sorted(entries, key=lambda e: e.day):
         notes = "'" + e.notes if e.notes.startswith(_FORMULA_START) else e.notes

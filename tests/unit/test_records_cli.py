@@ -276,7 +276,7 @@ def test_diary_add_show_export_import(
     run(capsys, "patient", "add", "PF-0043", "--born", "1970")
     assert run(capsys, "diary", "import", "PF-0043", str(out_file))[0] == 0
     code, out, _ = run(capsys, "diary", "export", "PF-0043")
-    assert out == out_file.read_text()
+    assert out == out_file.read_bytes().decode()
 
 
 @pytest.mark.parametrize(
