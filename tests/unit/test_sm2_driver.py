@@ -45,6 +45,7 @@ INIT_CLM_ACK = frame("F0 81 17 81 56 02 1F 00 0F")  # InitChannelListModeAck ok
 START_ACK = frame("F0 81 53 81 56 03 21 00 0F")  # StartChannelListModeAck ok
 START_NACK_PARAM = frame("F0 81 B1 81 56 04 21 FE 0F")  # ... result -2
 START_NACK_BUSY = frame("F0 81 A3 81 56 04 21 F8 0F")  # ... result -8
+START_NACK_MODE = frame("F0 81 B8 81 56 04 21 FD 0F")  # ... result -3 (CRC 0xED)
 STOP_ACK = frame("F0 81 04 81 56 05 23 00 0F")  # StopChannelListModeAck ok
 STIM_ERROR = {
     -1: frame("F0 81 0B 81 56 06 26 FF 0F"),
@@ -537,6 +538,20 @@ def test_stimulation_error_latches_a_fault_and_reports_an_event(
         driver.output_on([1])
     driver.clear_fault()
     assert driver.status().faults == FaultFlag.NONE
+
+
+def test_an_update_crossing_a_stimulation_error_names_the_error(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # The device stopped (electrode error) just before our update reached it: its
+    # StimulationError is already on the line, then it refuses the update (wrong mode).
+    running(driver, port)
+    port.push(STIM_ERROR[-2])
+    port.reply(START_C3_20MA, START_NACK_MODE)
+    with pytest.raises(DeviceRejected, match="stopped stimulating by itself") as raised:
+        driver.set_amplitudes({1: 20_000})
+    assert raised.value.code == -3
+    assert "electrode" in str(raised.value)
 
 
 def test_a_second_init_means_the_device_restarted(

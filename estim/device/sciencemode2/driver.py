@@ -613,6 +613,15 @@ class ScienceMode2Stimulator(Stimulator):
         if reply.COMMAND is not ack:
             self.stats.protocol_errors += 1
             raise ProtocolError(f"{self.url}: {reply.COMMAND.name} in reply to {ack.name}")
+        if result == Result.WRONG_MODE and self._faults:
+            # The device stopped on its own (its StimulationError or Init came before
+            # this reply): that, not the mode, is what the caller needs to hear.
+            raise DeviceRejected(
+                f"{self.url}: device refused {message.COMMAND.name} (wrong mode): it had "
+                f"stopped stimulating by itself ({self._faults.describe()})",
+                code=result,
+                code_name=Result.describe(result),
+            )
         if result != Result.OK:
             name = Result.describe(result)
             raise DeviceRejected(
