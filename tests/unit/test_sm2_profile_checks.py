@@ -66,9 +66,8 @@ def test_the_profile_itself_passes_the_profile_checks() -> None:
 
 
 def test_cli_refuses_denervation_on_the_rehastim2(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(
-        ["protocol", "check", "complete-denervation", "--profile", "profiles/hasomed-rehastim2.toml"]
-    )
+    profile = "profiles/hasomed-rehastim2.toml"
+    code = main(["protocol", "check", "complete-denervation", "--profile", profile])
     out = capsys.readouterr().out
     assert code == 2
     assert "DEVICE_LONG_PULSE" in out
