@@ -377,16 +377,7 @@ def _flags(
                 "its first day in this period: review the indication",
             )
         )
-    for o in overrides:
-        if start <= o.recorded_at.date() <= end:
-            flags.append(
-                Flag(
-                    code="ELIGIBILITY-OVERRIDE",
-                    level=FlagLevel.NOTE,
-                    day=o.recorded_at.date(),
-                    message=f"{o.clinician} overrode {o.finding_code}: {o.reason}",
-                )
-            )
+    flags.extend(_override_flags([o for o in overrides if start <= o.recorded_at.date() <= end]))
     flags.extend(_missed_sessions(courses, sessions, end))
     flags.extend(_diary_gaps(diary, end))
     recent = [
@@ -412,9 +403,33 @@ def _flags(
     return flags
 
 
+def _override_flags(overrides: Sequence[OverrideRecord]) -> list[Flag]:
+    """One flag per decision (same clinician, finding and reason), however many sessions
+    it let go ahead."""
+    groups: dict[tuple[str, str, str], list[OverrideRecord]] = {}
+    for o in overrides:
+        groups.setdefault((o.clinician, o.finding_code, o.reason), []).append(o)
+    flags = []
+    for (clinician, code, reason), items in groups.items():
+        first, last = items[0].recorded_at.date(), items[-1].recorded_at.date()
+        span = f"on {first}" if first == last else f"from {first} to {last}"
+        times = "once" if len(items) == 1 else f"for {len(items)} sessions"
+        flags.append(
+            Flag(
+                code="ELIGIBILITY-OVERRIDE",
+                level=FlagLevel.NOTE,
+                day=first,
+                message=f"{clinician} overrode {code} {times} {span}: {reason}",
+            )
+        )
+    return flags
+
+
 def _missed_sessions(
     courses: Sequence[PrescriptionRecord], sessions: Sequence[SessionRecord], end: date
 ) -> list[Flag]:
+    """Whole weeks of a course with fewer sessions than prescribed; a run of such weeks
+    is one flag."""
     flags = []
     for c in courses:
         p = c.prescription
@@ -423,6 +438,7 @@ def _missed_sessions(
         if monday < p.start_date:
             monday += timedelta(days=7)  # only whole weeks inside the course
         last = min(p.end_date or end, end)
+        short: list[tuple[date, int]] = []
         while monday + timedelta(days=6) <= last:
             sunday = monday + timedelta(days=6)
             done = sum(
@@ -433,17 +449,37 @@ def _missed_sessions(
                 and s.outcome in (Outcome.COMPLETED, Outcome.STOPPED)
             )
             if done < per_week:
-                flags.append(
-                    Flag(
-                        code="MISSED-SESSIONS",
-                        level=FlagLevel.ATTENTION,
-                        day=monday,
-                        message=f"week of {monday}: {done} of {per_week} prescribed sessions "
-                        f"(course #{c.id})",
-                    )
-                )
+                short.append((monday, done))
             monday += timedelta(days=7)
+        for run in _consecutive_weeks(short):
+            first = run[0][0]
+            if len(run) == 1:
+                message = f"week of {first}: {run[0][1]} of {per_week} prescribed sessions"
+            else:
+                counts = ", ".join(str(done) for _, done in run)
+                message = (
+                    f"{len(run)} weeks in a row below the prescribed {per_week} a week, from "
+                    f"{first} to {run[-1][0] + timedelta(days=6)}: {counts} sessions"
+                )
+            flags.append(
+                Flag(
+                    code="MISSED-SESSIONS",
+                    level=FlagLevel.ATTENTION,
+                    day=first,
+                    message=f"{message} (course #{c.id})",
+                )
+            )
     return flags
+
+
+def _consecutive_weeks(weeks: list[tuple[date, int]]) -> list[list[tuple[date, int]]]:
+    runs: list[list[tuple[date, int]]] = []
+    for week in weeks:
+        if runs and week[0] - runs[-1][-1][0] == timedelta(days=7):
+            runs[-1].append(week)
+        else:
+            runs.append([week])
+    return runs
 
 
 def _diary_gaps(diary: Sequence[DiaryEntry], end: date) -> list[Flag]:

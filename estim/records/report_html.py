@@ -292,6 +292,8 @@ def _trend_chart(report: Report) -> str:
         label="best",
     )
     reps_ax.set_ylim(0, t.repetitions_max + 3)
+    _integer_ticks(hold_ax)
+    _integer_ticks(reps_ax)
     reps_ax.set_ylabel("repetitions")
     reps_ax.set_xlabel("week starting")
     reps_ax.legend(loc="upper left", fontsize=7, frameon=False, ncols=2)
@@ -317,6 +319,7 @@ def _blocks_chart(report: Report) -> str:
         [d.day for d in recorded], [d.blocks_done or 0 for d in recorded], width=0.8, color=colours
     )
     ax.set_ylabel("blocks")
+    _integer_ticks(ax)
     ax.set_ylim(0, max([t.blocks_max + 1] + [d.blocks_done or 0 for d in recorded]) + 0.5)
     _date_axis(ax, [d.day for d in days])
     return _svg(
@@ -343,6 +346,7 @@ def _sessions_chart(report: Report) -> str:
         label="prescribed",
     )
     ax.set_ylabel("sessions / week")
+    _integer_ticks(ax)
     ax.set_ylim(0, max([w.sessions for w in weeks] + [w.prescribed for w in weeks] + [1]) + 1)
     ax.legend(loc="upper left", fontsize=7, frameon=False, ncols=2)
     _week_axis(ax, starts)
@@ -419,3 +423,9 @@ def _week_axis(ax: Any, weeks: Sequence[date]) -> None:
     first = mdates.date2num(min(weeks))  # type: ignore[no-untyped-call]
     last = mdates.date2num(max(weeks))  # type: ignore[no-untyped-call]
     ax.set_xlim(first - 3.5, last + 3.5)
+
+
+def _integer_ticks(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))

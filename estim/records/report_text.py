@@ -93,10 +93,11 @@ def _stimulation(report: Report) -> RenderableType:
         )
     weeks = report.session_weeks
     top = max([w.prescribed for w in weeks] + [w.sessions for w in weeks] + [1])
+    counts = " ".join(str(w.sessions) for w in weeks[-12:])
     line = Text.assemble(
         "sessions per week  ",
         (sparkline([w.sessions for w in weeks], top), "bold"),
-        f"  (prescribed up to {max((w.prescribed for w in weeks), default=0)}/wk)",
+        f"  {counts} (prescribed up to {max((w.prescribed for w in weeks), default=0)} a week)",
     )
     return Group(table if report.courses else Text("no course in this period"), line)
 
