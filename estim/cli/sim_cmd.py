@@ -24,7 +24,13 @@ import typer
 
 from estim.cli.profile_cmd import find_profile
 from estim.clock import NS_PER_MS
-from estim.device.simulator import FAULT_HELP, PtyServer, SimulatedDevice, parse_faults
+from estim.device.simulator import (
+    FAULT_HELP,
+    FaultSpec,
+    PtyServer,
+    SimulatedDevice,
+    parse_faults,
+)
 from estim.device.simulator.trace import TraceRecord
 from estim.errors import DeviceError, InputError
 
@@ -83,44 +89,58 @@ def sim_command(  # noqa: PLR0917 - one parameter per option
     )
     server = PtyServer(device)
     stop = threading.Event()
+    # Ctrl-C and SIGTERM both ask for an orderly stop, from the first instant on.
+    handler = _stop_on(stop)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        path = server.start()
-    except DeviceError:
-        device.close()
-        raise
-    previous = signal.signal(signal.SIGTERM, _stop_on(stop))
-    try:
-        if link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                link.unlink()
-            os.symlink(path, link)
-        sys.stdout.write(path + "\n")
-        sys.stdout.flush()
-        if not quiet:
-            _say(
-                f"simulating {loaded.identity.manufacturer} {loaded.identity.model} "
-                f"({loaded.link.wire_protocol}, serial {device.hardware.serial_number}, "
-                f"firmware {device.hardware.firmware}) on {path}"
-                + (f" (link {link})" if link else "")
-                + "; Ctrl-C to stop"
-            )
-            for spec in faults:
-                _say(f"fault planned: {spec.text}")
-            device.trace.subscribe(_reporter(device))
         try:
+            path = server.start()
+        except DeviceError:
+            device.close()
+            raise
+        try:
+            _announce(path, link, quiet, device, faults)
             while not stop.wait(0.25):
                 if not server.serving:
                     raise DeviceError(f"the simulator stopped unexpectedly: {server.error}")
-        except KeyboardInterrupt:
-            pass
+        finally:
+            server.stop()  # closes the device: every output off
+            if link is not None:
+                with contextlib.suppress(OSError):
+                    link.unlink()
+            if not quiet:
+                _say("stopped; every output off")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.stop()  # closes the device: every output off
-        if link is not None:
-            with contextlib.suppress(OSError):
-                link.unlink()
-        if not quiet:
-            _say("stopped; every output off")
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _announce(
+    path: str,
+    link: Path | None,
+    quiet: bool,
+    device: SimulatedDevice,
+    faults: list[FaultSpec],
+) -> None:
+    if link is not None:
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        os.symlink(path, link)
+    sys.stdout.write(path + "\n")
+    sys.stdout.flush()
+    if quiet:
+        return
+    profile = device.profile
+    _say(
+        f"simulating {profile.identity.manufacturer} {profile.identity.model} "
+        f"({profile.link.wire_protocol}, serial {device.hardware.serial_number}, "
+        f"firmware {device.hardware.firmware}) on {path}"
+        + (f" (link {link})" if link else "")
+        + "; Ctrl-C to stop"
+    )
+    for spec in faults:
+        _say(f"fault planned: {spec.text}")
+    device.trace.subscribe(_reporter(device))
 
 
 def _stop_on(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
