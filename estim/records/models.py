@@ -8,7 +8,6 @@ changes. Sessions keep everything needed to say what ran, on which device, for w
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import date, datetime
 from enum import StrEnum
@@ -117,7 +116,12 @@ class ChecklistRecord(Frozen):
 
 
 class ValidationRef(Frozen):
-    """The bench validation record of the device profile used: its file hash and key fields."""
+    """The bench validation record of the device used: its file's SHA-256 and key fields.
+
+    Built from the JSON record ``estim profile bench`` writes
+    (:class:`estim.validation.record.ValidationRecord`); the file's hash pins the exact
+    evidence, the fields say what it vouches for.
+    """
 
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -125,22 +129,30 @@ class ValidationRef(Frozen):
 
     @classmethod
     def from_file(cls, path: Path) -> ValidationRef:
-        """Hash a validation record file and keep its top-level scalar fields."""
+        """Load, validate and hash a bench validation record (InputError if it is not one)."""
+        from estim.validation.record import load_record
+
+        record = load_record(path)
         try:
             raw = path.read_bytes()
         except OSError as err:
             raise InputError(f"{path}: cannot read the validation record ({err.strerror})") from err
-        fields: dict[str, JsonScalar] = {}
-        try:
-            data: Any = json.loads(raw)
-        except ValueError as err:
-            raise InputError(f"{path}: the validation record is not JSON ({err})") from err
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: the validation record is not a JSON object")
-        for key, value in data.items():
-            if isinstance(value, str | int | bool) or value is None:
-                fields[str(key)] = value
-        return cls(path=str(path), sha256=hashlib.sha256(raw).hexdigest(), fields=fields)
+        return cls(
+            path=str(path),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            fields={
+                "kind": record.kind,
+                "spec_version": record.spec_version,
+                "profile_sha256": record.profile_sha256,
+                "profile_model": record.profile_model,
+                "device_model": record.device.model,
+                "device_serial": record.device.serial_number,
+                "device_firmware": record.device.firmware,
+                "technician": record.technician,
+                "finished_at": record.finished_at.isoformat(),
+                "passed": record.passed,
+            },
+        )
 
 
 class DeviceRecord(Frozen):

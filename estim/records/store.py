@@ -980,20 +980,7 @@ class Store:
                             fix="run the protocol as prescribed (resolve the prescription)",
                         )
                     )
-            validated_profile = (
-                start.validation.fields.get("profile_sha256") if start.validation else None
-            )
-            if validated_profile is not None and validated_profile != start.profile_sha256:
-                findings.append(
-                    Finding(
-                        "VAL-PROFILE",
-                        Severity.BLOCK,
-                        f"the validation record {start.validation.path if start.validation else ''}"
-                        f" is for profile {str(validated_profile)[:12]}, not the profile in use "
-                        f"({start.profile_sha256[:12]})",
-                        fix="bench-test this profile: estim profile bench",
-                    )
-                )
+            findings += _validation_findings(start)
             stop = blocking(findings)
             if stop or record is None:
                 raise PreflightBlocked(
@@ -1653,6 +1640,43 @@ def _verify(record: SessionRecord, events: list[chain.ChainedEvent]) -> chain.Ch
                 f"({data.get(key)!r}): the row was altered",
             )
     return verdict
+
+
+def _validation_findings(start: SessionStart) -> list[Finding]:
+    """Does the bench validation record given vouch for this profile and this unit?
+
+    The controller checks the record fully before connecting (``check_record``); this
+    is the records' own check of what they are asked to store.
+    """
+    ref = start.validation
+    if ref is None:
+        return []
+    fix = "bench-test this unit with this profile: estim profile bench PROFILE --port PORT"
+    problems = []
+    if ref.fields.get("passed") is not True:
+        problems.append("it did not pass")
+    if ref.fields.get("profile_sha256") != start.profile_sha256:
+        problems.append(
+            f"it is for profile {str(ref.fields.get('profile_sha256'))[:12]}, not the profile in "
+            f"use ({start.profile_sha256[:12]})"
+        )
+    unit = (ref.fields.get("device_serial"), ref.fields.get("device_firmware"))
+    if unit != (start.device.serial_number, start.device.firmware):
+        problems.append(
+            f"it is for serial {unit[0]} firmware {unit[1]}, not the connected "
+            f"{start.device.serial_number} firmware {start.device.firmware}"
+        )
+    if not problems:
+        return []
+    return [
+        Finding(
+            "VAL-RECORD",
+            Severity.BLOCK,
+            f"the validation record {ref.path} does not vouch for this device: "
+            + "; ".join(problems),
+            fix=fix,
+        )
+    ]
 
 
 def _broken(verdict: chain.ChainVerdict, sequence: int, reason: str) -> chain.ChainVerdict:

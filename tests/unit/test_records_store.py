@@ -325,18 +325,79 @@ def test_a_session_must_run_the_prescribed_protocol(store: Store) -> None:
         store.begin_session(session_start(record, protocol_sha256="c" * 64))
 
 
-def test_a_validation_record_for_another_profile_blocks(store: Store, tmp_path: Path) -> None:
+def bench_record(
+    path: Path, *, profile_sha256: str = PROFILE_SHA, serial: str = "SN-001", passed: bool = True
+) -> ValidationRef:
+    from datetime import UTC, datetime
+
+    from estim.validation.record import (
+        CheckResult,
+        DeviceUnit,
+        ValidationRecord,
+        save_record,
+    )
+    from estim.validation.record import Outcome as CheckOutcome
+
+    when = datetime(2024, 5, 1, 9, tzinfo=UTC)
+    record = ValidationRecord(
+        profile_sha256=profile_sha256,
+        profile_model="PF2",
+        device=DeviceUnit(model="PF2", serial_number=serial, firmware="1.2.0", protocol_version=1),
+        port="sim://",
+        technician="T. Echnician",
+        started_at=when,
+        finished_at=when,
+        estim_version="0.1.0",
+        checks=(
+            CheckResult(
+                id="identity",
+                title="identity",
+                outcome=CheckOutcome.PASS if passed else CheckOutcome.FAIL,
+            ),
+        ),
+        passed=passed,
+    )
+    path.unlink(missing_ok=True)
+    save_record(record, path)
+    return ValidationRef.from_file(path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"profile_sha256": "d" * 64}, "is for profile dddddddddddd"),
+        ({"serial": "SN-999"}, "is for serial SN-999"),
+        ({"passed": False}, "did not pass"),
+    ],
+)
+def test_a_validation_record_that_does_not_vouch_for_the_device_blocks(
+    store: Store, tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    record = ready_course(store)
+    ref = bench_record(tmp_path / "bench.json", **changes)  # type: ignore[arg-type]
+    with pytest.raises(PreflightBlocked, match="VAL-RECORD") as info:
+        store.begin_session(session_start(record, validation=ref))
+    assert message in str(info.value)
+    assert store.sessions(CODE) == []
+
+
+def test_the_validation_record_is_stored_with_its_hash(store: Store, tmp_path: Path) -> None:
+    import hashlib
+
     record = ready_course(store)
     path = tmp_path / "bench.json"
-    path.write_text('{"profile_sha256": "' + "d" * 64 + '", "passed": true}')
-    ref = ValidationRef.from_file(path)
-    with pytest.raises(PreflightBlocked, match="VAL-PROFILE"):
-        store.begin_session(session_start(record, validation=ref))
-    path.write_text('{"profile_sha256": "' + PROFILE_SHA + '", "passed": true}')
-    done = run_session(store, record, validation=ValidationRef.from_file(path))
-    assert done.validation_sha256 == ValidationRef.from_file(path).sha256
+    done = run_session(store, record, validation=bench_record(path))
+    assert done.validation_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert done.validation is not None
+    assert done.validation["fields"]["technician"] == "T. Echnician"
     assert done.validation["fields"]["passed"] is True
+
+
+def test_a_file_that_is_not_a_validation_record_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    path.write_text('{"passed": true}')
+    with pytest.raises(InputError, match="bench validation record"):
+        ValidationRef.from_file(path)
 
 
 def test_a_session_is_recorded_with_everything_needed(store: Store) -> None:
