@@ -35,7 +35,7 @@ def test_every_bench_module_contributes_figure_functions() -> None:
 
 def test_a_quick_run_writes_the_json_list(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    assert main(["--quick", "--only", "codec", "--out", str(out)]) == 0
+    assert main(["--quick", "--only", "wire.figure_codec", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert [f["name"].split(" (")[0] for f in figures] == [
         "codec: decode one STATUS reply",

@@ -454,8 +454,14 @@ class WireStimulator(Stimulator):
                     log.error("%s: %s", self.url, err)
                     self._fail(err)
                 return
-            if data:
+            if not data:
+                continue
+            try:
                 self._dispatch(self._decoder.feed(data))
+            except Exception as err:  # a bug here must fail calls fast, not leave them waiting
+                log.exception("%s: reader failed", self.url)
+                self._fail(ProtocolError(f"{self.url}: the driver's reader failed: {err!r}"))
+                return
 
     def _pump(self) -> None:
         link = self._link
