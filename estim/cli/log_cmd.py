@@ -64,6 +64,12 @@ def list_command(
     out().print(table)
 
 
+def _device_text(s: SessionRecord) -> str:
+    if s.device is None:
+        return "- (never connected)"
+    return f"{s.device.model} s/n {s.device.serial_number} fw {s.device.firmware}"
+
+
 def session_table(s: SessionRecord) -> Table:
     table = Table(show_header=False, box=None, title=f"Session #{s.id}", title_justify="left")
     table.add_column(style="bold")
@@ -78,7 +84,7 @@ def session_table(s: SessionRecord) -> Table:
         ("device profile", f"{s.profile_name} ({s.profile_sha256[:12]})"),
         ("validation record", "-" if s.validation is None else str(s.validation.get("path"))),
         ("validation sha256", s.validation_sha256 or "-"),
-        ("device", f"{s.device.model} s/n {s.device.serial_number} fw {s.device.firmware}"),
+        ("device", _device_text(s)),
         ("clinician", s.clinician),
         ("started (UTC)", f"{s.started_at:%Y-%m-%d %H:%M:%S}"),
         ("ended (UTC)", "-" if s.ended_at is None else f"{s.ended_at:%Y-%m-%d %H:%M:%S}"),

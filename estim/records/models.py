@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import Field
 
-from estim.errors import InputError, Problem
-from estim.events import JsonScalar
+from estim.errors import InputError, Problem, RecordsError
+from estim.events import JsonScalar, JsonValue
 from estim.protocols.models import Frozen, Protocol
 from estim.protocols.prescription import Prescription, ResolvedPrescription, resolve
 from estim.records.checklist import ContraindicationChecklist
@@ -65,6 +65,18 @@ class Outcome(StrEnum):
     ABORTED = "aborted"  # emergency stop: immediate zero
     FAULT = "fault"  # an interlock tripped or the device faulted
     INTERRUPTED = "interrupted"  # the process ended without recording an outcome
+
+    @classmethod
+    def from_controller(cls, value: str) -> Outcome:
+        """The record's outcome for the controller's (``estim.session.summary.Outcome``
+        values; records do not import the controller): an emergency stop is ``aborted``;
+        a session that ended before any stimulation is ``stopped`` (its on-time of zero
+        keeps it out of the dose count)."""
+        mapped = {"emergency_stop": "aborted", "not_started": "stopped"}.get(value, value)
+        try:
+            return cls(mapped)
+        except ValueError:
+            raise RecordsError(f"unknown session outcome {value!r}") from None
 
 
 class PrescriptionRecord(Frozen):
@@ -162,6 +174,23 @@ class DeviceRecord(Frozen):
     serial_number: str = Field(min_length=1, max_length=120)
     firmware: str = Field(min_length=1, max_length=60)
 
+    def as_data(self) -> dict[str, JsonValue]:
+        return {
+            "model": self.model,
+            "serial_number": self.serial_number,
+            "firmware": self.firmware,
+        }
+
+    @classmethod
+    def from_data(cls, data: Any) -> DeviceRecord | None:
+        """From event data with ``model``, ``serial_number`` and ``firmware`` (else None)."""
+        if not isinstance(data, dict):
+            return None
+        fields = [data.get(k) for k in ("model", "serial_number", "firmware")]
+        if not all(isinstance(f, str) and f for f in fields):
+            return None
+        return cls(model=fields[0], serial_number=fields[1], firmware=fields[2])
+
     @classmethod
     def of(cls, identity: Any) -> DeviceRecord:
         """From a :class:`estim.device.base.DeviceIdentity` (or anything shaped like it)."""
@@ -186,8 +215,10 @@ class SessionStart(Frozen):
     protocol_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the *effective* protocol
     profile_name: str = Field(min_length=1, max_length=200)
     profile_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    device: DeviceRecord
     clinician: str = Field(min_length=2, max_length=120)
+    # None: not connected yet; recorded from the controller's "connected" event (or
+    # SessionRecorder.set_device) when it is.
+    device: DeviceRecord | None = None
     prescription_id: int | None = None  # None: the patient's prescription active today
     validation: ValidationRef | None = None
     diary_day: date | None = None  # None: today (local)
@@ -214,7 +245,7 @@ class SessionRecord(Frozen):
     profile_sha256: str
     validation_sha256: str | None
     validation: dict[str, Any] | None
-    device: DeviceRecord
+    device: DeviceRecord | None  # None: the session never reached a device
     clinician: str
     diary_day: date
     started_at: datetime

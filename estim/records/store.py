@@ -14,7 +14,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -66,6 +66,19 @@ PATIENT_NOTES_MAX_CHARS = 2000
 # Event kinds the records store writes itself; the controller's kinds never start so.
 OPENED_KIND = "records.opened"
 END_KIND = "records.end"
+DEVICE_KIND = "records.device"
+CONNECTED_KIND = "connected"
+"""The controller's event on connecting; its data names the device (model, serial_number,
+firmware), which the records copy onto the session row."""
+
+
+def device_of(kind: str, data: Any) -> DeviceRecord | None:
+    """The device an event names, if it names one (see ``CONNECTED_KIND``)."""
+    if kind == OPENED_KIND and isinstance(data, dict):
+        return DeviceRecord.from_data(data.get("device"))
+    if kind in (CONNECTED_KIND, DEVICE_KIND):
+        return DeviceRecord.from_data(data)
+    return None
 
 
 def utc_now() -> datetime:
@@ -1022,9 +1035,9 @@ class Store:
                 "profile_sha256": start.profile_sha256,
                 "validation_sha256": None if start.validation is None else start.validation.sha256,
                 "validation_json": validation_json,
-                "device_model": start.device.model,
-                "device_serial": start.device.serial_number,
-                "device_firmware": start.device.firmware,
+                "device_model": "" if start.device is None else start.device.model,
+                "device_serial": "" if start.device is None else start.device.serial_number,
+                "device_firmware": "" if start.device is None else start.device.firmware,
                 "clinician": start.clinician,
                 "diary_day": day,
                 "started_at": started,
@@ -1050,6 +1063,7 @@ class Store:
                     "prescription_id": record.id,
                     "prescription_revision": record.revision,
                     "diary_day": day.isoformat(),
+                    "device": None if start.device is None else start.device.as_data(),
                     "findings": [
                         {"code": f.code, "severity": f.severity.value, "message": f.message}
                         for f in findings
@@ -1093,6 +1107,7 @@ class Store:
                 last_event_sha256=linked.hash,
                 last_event_kind=linked.kind,
                 last_event_at=linked.wall_time,
+                **_device_columns(device_of(linked.kind, linked.data)),
             )
         ).rowcount
         if moved != 1:
@@ -1425,6 +1440,18 @@ class SessionRecorder:
         self._last_monotonic_ns = event.monotonic_ns
         self._last_state = event.state
 
+    def set_device(self, device: DeviceRecord) -> None:
+        """Record the connected device (when the controller does not log a
+        ``connected`` event naming it): a ``records.device`` event and the session row."""
+        self.append(
+            SessionEvent(
+                kind=DEVICE_KIND,
+                state=self._last_state,
+                monotonic_ns=self._last_monotonic_ns,
+                data=device.as_data(),
+            )
+        )
+
     def checkpoint(self, summary: SessionSummary) -> None:
         """Record what has been delivered so far (kept if the process dies)."""
         self._store._checkpoint(self.session_id, summary)
@@ -1436,6 +1463,7 @@ class SessionRecorder:
         summary: SessionSummary,
         *,
         monotonic_ns: int | None = None,
+        controller_summary: dict[str, Any] | None = None,
     ) -> SessionRecord:
         """Close the session: a ``records.end`` event plus the outcome on the record."""
         if self.finished:
@@ -1449,12 +1477,31 @@ class SessionRecorder:
             summary=summary,
             monotonic_ns=self._last_monotonic_ns if monotonic_ns is None else monotonic_ns,
             state=self._last_state,
+            extra=None if controller_summary is None else {"controller": controller_summary},
         )
         self._head = linked.hash
         self._next += 1
         self.finished = True
         self._lease.release()
         return self._store.session(self.session_id)
+
+    def finish_from_summary(self, summary: Mapping[str, Any]) -> SessionRecord:
+        """Close the session from the controller's summary (``SessionSummary.to_dict()``):
+        its ``outcome``, ``reason``, ``confirmed_ua``, ``on_time_us`` and ``contractions``.
+        The whole summary is logged in the end event too."""
+        try:
+            outcome = Outcome.from_controller(str(summary["outcome"]))
+            delivered = SessionSummary(
+                confirmed_amplitude_ua=summary["confirmed_ua"],
+                on_time_us=summary["on_time_us"],
+                contractions=summary["contractions"],
+            )
+            reason = str(summary["reason"])
+        except KeyError as err:
+            raise RecordsError(f"the controller's summary has no {err.args[0]!r}") from err
+        except ValueError as err:
+            raise RecordsError(f"the controller's summary does not fit the record: {err}") from err
+        return self.finish(outcome, reason, delivered, controller_summary=dict(summary))
 
     def __enter__(self) -> SessionRecorder:
         return self
@@ -1513,7 +1560,9 @@ def _session(row: Row[Any]) -> SessionRecord:
         profile_sha256=row.profile_sha256,
         validation_sha256=row.validation_sha256,
         validation=None if row.validation_json is None else json.loads(row.validation_json),
-        device=DeviceRecord(
+        device=None
+        if not row.device_model
+        else DeviceRecord(
             model=row.device_model, serial_number=row.device_serial, firmware=row.device_firmware
         ),
         clinician=row.clinician,
@@ -1560,9 +1609,6 @@ def _header(values: dict[str, Any], code: str) -> dict[str, Any]:
         "profile_name": values["profile_name"],
         "profile_sha256": values["profile_sha256"],
         "validation_sha256": values["validation_sha256"],
-        "device_model": values["device_model"],
-        "device_serial": values["device_serial"],
-        "device_firmware": values["device_firmware"],
         "clinician": values["clinician"],
         "diary_day": values["diary_day"].isoformat(),
         "started_at": values["started_at"],
@@ -1580,9 +1626,6 @@ def _header_of(record: SessionRecord) -> dict[str, Any]:
         "profile_name": record.profile_name,
         "profile_sha256": record.profile_sha256,
         "validation_sha256": record.validation_sha256,
-        "device_model": record.device.model,
-        "device_serial": record.device.serial_number,
-        "device_firmware": record.device.firmware,
         "clinician": record.clinician,
         "diary_day": record.diary_day,
         "started_at": chain.wall_time_text(record.started_at),
@@ -1599,7 +1642,7 @@ def _verify(record: SessionRecord, events: list[chain.ChainedEvent]) -> chain.Ch
             genesis,
             chain.BrokenLink(
                 0,
-                "the session header (patient, prescription, protocol, device, clinician "
+                "the session header (patient, prescription, protocol, profile, clinician "
                 "or start time) was altered: its hash no longer matches",
             ),
         )
@@ -1611,6 +1654,17 @@ def _verify(record: SessionRecord, events: list[chain.ChainedEvent]) -> chain.Ch
     )
     if not verdict.ok:
         return verdict
+    named = [(ev, device_of(ev.kind, ev.data)) for ev in events]
+    named = [(ev, d) for ev, d in named if d is not None]
+    logged_device = named[-1][1] if named else None
+    if logged_device != record.device:
+        at = named[-1][0].sequence if named else 0
+        return _broken(
+            verdict,
+            at,
+            f"the session row's device ({record.device}) differs from the device the log "
+            f"names ({logged_device}): the row was altered",
+        )
     ends = [ev for ev in events if ev.kind == END_KIND]
     if record.outcome is None:
         if ends:
@@ -1642,6 +1696,16 @@ def _verify(record: SessionRecord, events: list[chain.ChainedEvent]) -> chain.Ch
     return verdict
 
 
+def _device_columns(device: DeviceRecord | None) -> dict[str, str]:
+    if device is None:
+        return {}
+    return {
+        "device_model": device.model,
+        "device_serial": device.serial_number,
+        "device_firmware": device.firmware,
+    }
+
+
 def _validation_findings(start: SessionStart) -> list[Finding]:
     """Does the bench validation record given vouch for this profile and this unit?
 
@@ -1661,7 +1725,7 @@ def _validation_findings(start: SessionStart) -> list[Finding]:
             f"use ({start.profile_sha256[:12]})"
         )
     unit = (ref.fields.get("device_serial"), ref.fields.get("device_firmware"))
-    if unit != (start.device.serial_number, start.device.firmware):
+    if start.device is not None and unit != (start.device.serial_number, start.device.firmware):
         problems.append(
             f"it is for serial {unit[0]} firmware {unit[1]}, not the connected "
             f"{start.device.serial_number} firmware {start.device.firmware}"

@@ -597,3 +597,101 @@ def test_export_is_self_contained_and_verifiable(store: Store) -> None:
         assert digest == ev["sha256"]
         prev = digest
     assert prev == data["head_sha256"]
+
+
+def test_the_device_is_recorded_when_the_controller_connects(store: Store) -> None:
+    from estim.events import SessionEvent
+
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record, device=None))
+    assert store.session(recorder.session_id).device is None
+    recorder.append(
+        SessionEvent(
+            kind="connected",
+            state="connected",
+            monotonic_ns=5,
+            data={
+                "model": "PF2",
+                "serial_number": "SN-7",
+                "firmware": "2.0",
+                "protocol_version": 1,
+            },
+        )
+    )
+    device = store.session(recorder.session_id).device
+    assert device is not None
+    assert (device.model, device.serial_number, device.firmware) == ("PF2", "SN-7", "2.0")
+    assert store.verify(recorder.session_id).ok
+    recorder.finish(Outcome.COMPLETED, "done", SessionSummary())
+    tamper(store, "UPDATE session SET device_serial='SN-8'")
+    verdict = store.verify(recorder.session_id)
+    assert verdict.broken is not None
+    assert verdict.broken.sequence == 1
+    assert "device" in verdict.broken.reason
+
+
+def test_set_device_records_it_in_the_log(store: Store) -> None:
+    from estim.records.models import DeviceRecord
+
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record, device=None))
+    recorder.set_device(DeviceRecord(model="PF2", serial_number="SN-9", firmware="1"))
+    done = recorder.finish(Outcome.STOPPED, "done", SessionSummary())
+    assert done.device is not None
+    assert done.device.serial_number == "SN-9"
+    assert [e.kind for e in store.events(done.id)] == [
+        "records.opened",
+        "records.device",
+        "records.end",
+    ]
+    assert store.verify(done.id).ok
+
+
+@pytest.mark.parametrize(
+    ("controller", "outcome"),
+    [
+        ("completed", Outcome.COMPLETED),
+        ("stopped", Outcome.STOPPED),
+        ("emergency_stop", Outcome.ABORTED),
+        ("fault", Outcome.FAULT),
+        ("not_started", Outcome.STOPPED),
+    ],
+)
+def test_finish_from_the_controllers_summary(
+    store: Store, controller: str, outcome: Outcome
+) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    done = recorder.finish_from_summary(
+        {
+            "outcome": controller,
+            "reason": "why",
+            "confirmed_ua": None if controller == "not_started" else 9000,
+            "on_time_us": 0 if controller == "not_started" else 1_000_000,
+            "contractions": 0,
+            "trips": [],
+        }
+    )
+    assert done.outcome is outcome
+    assert store.events(done.id)[-1].data["controller"]["outcome"] == controller
+    assert store.verify(done.id).ok
+
+
+def test_a_summary_that_does_not_fit_is_refused(store: Store) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    with pytest.raises(RecordsError, match="no 'on_time_us'"):
+        recorder.finish_from_summary(
+            {"outcome": "completed", "reason": "", "confirmed_ua": 1, "contractions": 0}
+        )
+    with pytest.raises(RecordsError, match="unknown session outcome"):
+        recorder.finish_from_summary(
+            {
+                "outcome": "exploded",
+                "reason": "",
+                "confirmed_ua": 1,
+                "on_time_us": 0,
+                "contractions": 0,
+            }
+        )
+    recorder.finish(Outcome.COMPLETED, "done", SessionSummary())
