@@ -5,32 +5,34 @@ The records layer knows no controller: the command line hands the controller a
 
 Using it from the controller (``estim session start``, ``estim demo``)::
 
-    from estim.records import Store, SessionStart, DeviceRecord, Outcome, SessionSummary
+    from estim.records import Store, SessionStart, EligibilityOverride, ValidationRef
 
     with Store.open(db) as store:                # db: path, URL, or None ($ESTIM_DB / default)
         store.recover_interrupted()              # sessions left open by a dead process
         check = store.preflight(code, eligibility_override=override)
-        # check.findings (checklist, eligibility, dose), check.blocking, check.ok,
-        # check.resolved (ResolvedPrescription: effective protocol, ceiling_ua, step_ua),
-        # check.dose.sessions_today / .sessions_this_week (for IL-DOSE-CAP's DoseReading)
+        # check.findings: checklist, eligibility, dose, course (Finding: code, severity,
+        #   message, fix); check.blocking / check.ok
+        # check.resolved: ResolvedPrescription (effective protocol, ceiling_ua, step_ua)
+        # check.dose.sessions_today / .sessions_this_week -> safety DoseReading
         recorder = store.begin_session(
             SessionStart(
                 patient_code=code,
                 protocol_sha256=check.resolved.protocol.content_hash,
                 profile_name="estim-pf2",
                 profile_sha256=profile.sha256,
-                device=DeviceRecord.of(identity),           # from Stimulator.open()
                 clinician="...",
                 validation=ValidationRef.from_file(path),   # bench record, if any
                 eligibility_override=override,              # EligibilityOverride | None
+                # device=DeviceRecord.of(identity) if already connected; otherwise the
+                # controller's "connected" event (model, serial_number, firmware) fills it
             ),
             monotonic_ns=clock.now_ns(),
         )                                        # PreflightBlocked if anything blocks
         with recorder:                           # an exception closes it as "aborted"
-            controller = Controller(..., sink=recorder)      # recorder.append(event)
-            ...
-            recorder.checkpoint(SessionSummary(confirmed_amplitude_ua=...))  # optional
-            recorder.finish(Outcome.COMPLETED, "ran its prescribed time", summary)
+            runner = SessionRunner(driver, plan, clock=clock, sink=recorder)
+            summary = runner.run()
+            recorder.finish_from_summary(summary.to_dict())
+            # or: recorder.finish(Outcome.COMPLETED, reason, SessionSummary(...))
 
 ``append`` commits one transaction (SQLite ``synchronous=FULL``) before it returns:
 what the controller has appended survives a SIGKILL. Each event is hash-chained to
