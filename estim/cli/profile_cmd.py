@@ -39,6 +39,9 @@ def find_profile(file_or_name: str) -> DeviceProfile:
     """A profile from a file path (if it looks like one) or a built-in name."""
     if looks_like_path(file_or_name):
         return load_profile(file_or_name)
+    builtin = (builtin_profiles_dir() / f"{file_or_name}.toml").is_file()
+    if not builtin and Path(file_or_name).is_file():
+        return load_profile(file_or_name)
     return builtin_profile(file_or_name)
 
 

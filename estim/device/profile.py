@@ -108,6 +108,7 @@ class Output(Frozen):
         if self.amplitude_resolution_ma > self.amplitude_max_ma:
             raise ValueError("amplitude_resolution_ma is above amplitude_max_ma")
         ma_to_ua(self.amplitude_resolution_ma)  # must be a whole number of uA
+        ma_to_ua(self.amplitude_max_ma)
         return self
 
     @property
@@ -134,6 +135,11 @@ class Measurement(Frozen):
     current_tolerance_ma: NonNegativeDecimal
     current_tolerance_percent: NonNegativeDecimal = Field(le=50)
     status_period_ms: int = Field(default=100, gt=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _whole_microamps(self) -> Measurement:
+        ma_to_ua(self.current_tolerance_ma)  # a whole number of uA, like every current
+        return self
 
     def tolerance_ua(self, commanded_ua: int) -> Fraction:
         """Allowed |measured - commanded|: the larger of the absolute and relative bounds."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from estim.errors import InputError, NotFoundError
 from estim.files import load_model
+from estim.protocols.dose import PC_PER_UC, dose_at, significant
 from estim.protocols.models import SPEC_VERSION, Protocol
 from estim.protocols.prescription import Prescription
 
@@ -74,20 +75,25 @@ def get_protocol(protocol_id: str) -> Protocol:
 
 
 def looks_like_path(text: str) -> bool:
-    return text.endswith(FILE_SUFFIXES) or "/" in text or "\\" in text or Path(text).exists()
+    """A file name rather than an id: has a .toml/.json suffix or a directory part."""
+    return text.endswith(FILE_SUFFIXES) or "/" in text or "\\" in text
 
 
 def find_protocol(file_or_id: str) -> Protocol:
-    """A protocol named by a file path (if it looks like one) or by a library id."""
+    """A protocol named by a library id or by a file path.
+
+    Anything that looks like a path is loaded as a file; otherwise a library id wins
+    over a file of the same name in the current directory.
+    """
     if looks_like_path(file_or_id):
+        return load_protocol(file_or_id)
+    if file_or_id not in _library() and Path(file_or_id).is_file():
         return load_protocol(file_or_id)
     return get_protocol(file_or_id)
 
 
 def library_markdown_table() -> str:
     """The library table of ``docs/protocols.md`` (kept in step by a test)."""
-    from estim.protocols.dose import PC_PER_UC, dose_at, significant
-
     rows = [
         "| id | indication | ceiling | r.m.s. at ceiling | energy/pulse | charge/phase "
         "| pulses/session | stimulating | source |",

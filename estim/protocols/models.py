@@ -19,7 +19,7 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from estim.units import US_PER_S, ma_to_ua, ms_to_us, s_to_us
 
@@ -345,6 +345,12 @@ class ElectrodeRequirement(Frozen):
 class AmplitudePolicy(Frozen):
     ceiling_ma: PositiveDecimal = Field(le=250)
     titration_step_ma: PositiveDecimal = Field(le=10)
+
+    @field_validator("ceiling_ma", "titration_step_ma")
+    @classmethod
+    def _whole_microamps(cls, value: Decimal) -> Decimal:
+        ma_to_ua(value)  # refuses 0.0001 mA: amplitudes are whole microamps
+        return value
 
     @model_validator(mode="after")
     def _step_below_ceiling(self) -> AmplitudePolicy:

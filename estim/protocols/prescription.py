@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from estim.errors import InputError, Problem
 from estim.protocols.models import (
@@ -52,6 +52,13 @@ class Prescription(Frozen):
     start_date: date
     end_date: date | None = None
     notes: str = ""
+
+    @field_validator("max_amplitude_ma", "titration_step_ma")
+    @classmethod
+    def _whole_microamps(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None:
+            ma_to_ua(value)  # refuses 0.0001 mA: amplitudes are whole microamps
+        return value
 
     @model_validator(mode="after")
     def _dates_in_order(self) -> Prescription:

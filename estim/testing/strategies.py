@@ -496,6 +496,8 @@ def profiles_for(
     f_min_milli = draw(st.integers(1, max(1, math.floor(rate * 1000))))
     f_max_milli = draw(st.integers(math.ceil(rate * 1000), max(math.ceil(rate * 1000), 10**7)))
     others = draw(st.lists(st.sampled_from(list(ShapeKind)), unique=True))
+    if protocol.pulse.shape.is_long_pulse:  # long (e.g. interrupted DC) pulses need a
+        others.append(draw(st.sampled_from(LONG_KINDS)))  # device that declares them
     kinds = list(protocol.electrode.kinds)
     area = protocol.electrode.min_contact_area_cm2
     required = draw(electrode_sets(kinds, min_area_cm2=area))

@@ -329,3 +329,15 @@ def test_prescription_dates() -> None:
 def test_prescription_patient_code_pattern() -> None:
     with pytest.raises(ValidationError):
         _rx(patient_code="has spaces")
+
+
+def test_amplitudes_are_whole_microamps() -> None:
+    # 0.0001 mA would be a tenth of a microamp: refused at load, not later
+    with pytest.raises(ValidationError, match="not a whole number of uA"):
+        _rx(max_amplitude_ma=D("0.0001"))
+    with pytest.raises(ValidationError, match="not a whole number of uA"):
+        AmplitudePolicy(ceiling_ma=D("1.0005"), titration_step_ma=D("0.1"))
+    data = builtin_profile("estim-pf2").model_dump()
+    data["output"]["amplitude_max_ma"] = D("90.0001")
+    with pytest.raises(ValidationError, match="not a whole number of uA"):
+        type(builtin_profile("estim-pf2")).model_validate(data)
