@@ -230,9 +230,8 @@ def day_table(code: str, rows: list[dict[str, Any]], first: date, last: date) ->
     table.add_column(f"blocks ({BLOCKS_TARGET_MIN}-{BLOCKS_TARGET_MAX})", justify="right")
     table.add_column("fast", justify="right")
     table.add_column("leaks", justify="right")
-    table.add_column("notes")
-    table.add_column("│", no_wrap=True, style="dim")
-    table.add_column("stimulation sessions")
+    table.add_column("notes", ratio=1)
+    table.add_column("stimulation sessions", ratio=1)
     for row in rows:
         day = date.fromisoformat(row["day"])
         entry = row["diary"]
@@ -269,7 +268,7 @@ def day_table(code: str, rows: list[dict[str, Any]], first: date, last: date) ->
                 sessions.append(f" {ua_to_ma(s['confirmed_amplitude_ua']).normalize():f} mA")
             if s["on_time_us"]:
                 sessions.append(f" {s['on_time_us'] / 1e6 / 60:.1f} min on")
-        table.add_row(label, *cells, "│", sessions)
+        table.add_row(label, *cells, sessions)
     return table
 
 

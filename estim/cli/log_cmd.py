@@ -64,6 +64,13 @@ def list_command(
     out().print(table)
 
 
+def _data_text(data: object) -> str:
+    """``key=value`` pairs, values as JSON: compact and unambiguous."""
+    if isinstance(data, dict):
+        return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in data.items())
+    return json.dumps(data, ensure_ascii=False)
+
+
 def _device_text(s: SessionRecord) -> str:
     if s.device is None:
         return "- (never connected)"
@@ -139,15 +146,19 @@ def show_command(
     table = Table(title=f"Events ({len(shown)} of {len(events)})", title_justify="left")
     for column in ("#", "wall time (UTC)", "t (s)", "kind", "state", "data"):
         table.add_column(column)
-    t0 = events[0].monotonic_ns if events else 0
+    # Time from the controller's first event: events the records write themselves may
+    # carry another clock's reading (the process clock, not the controller's).
+    controller = [e for e in events if not e.kind.startswith("records.")]
+    t0 = controller[0].monotonic_ns if controller else 0
     for e in shown:
+        relative = "" if e.kind.startswith("records.") else f"{(e.monotonic_ns - t0) / 1e9:.3f}"
         table.add_row(
             str(e.sequence),
             e.wall_time[11:23],
-            f"{(e.monotonic_ns - t0) / 1e9:.3f}",
+            relative,
             Text(e.kind),
             Text(e.state),
-            Text(json.dumps(e.data, separators=(", ", "=")) if e.data else ""),
+            Text(_data_text(e.data)),
         )
     console.print(table)
 
