@@ -938,7 +938,8 @@ class Store:
     ) -> SessionRecorder:
         """Open a session record and return the :class:`SessionRecorder` (an EventSink).
 
-        Runs the records preflight again inside the same transaction (checklist,
+        Marks sessions whose process died as interrupted, then runs the records
+        preflight again inside the transaction that opens the session (checklist,
         eligibility with the given override, dose, prescription active, protocol hash
         as prescribed) and refuses with :class:`PreflightBlocked` if anything blocks,
         writing nothing. The first event, ``records.opened``, logs the preflight's
@@ -947,6 +948,9 @@ class Store:
         """
         code = normalize_code(start.patient_code, "patient_code")
         day = start.diary_day or self._today()
+        # Close sessions whose process died first: they count toward today's dose, and
+        # their record should say "interrupted" before a new session is judged.
+        self.recover_interrupted()
         uid = str(uuid.uuid4())
         lease = SessionLease(self.lock_dir, uid)
         if not lease.try_acquire():  # a fresh uid: only a broken lock dir gets here

@@ -695,3 +695,14 @@ def test_a_summary_that_does_not_fit_is_refused(store: Store) -> None:
             }
         )
     recorder.finish(Outcome.COMPLETED, "done", SessionSummary())
+
+
+def test_session_start_recovers_a_dead_session_first_and_counts_it(store: Store) -> None:
+    record = ready_course(store)  # stress: one session a day
+    recorder = store.begin_session(session_start(record))
+    recorder.append(event(0))
+    recorder._lease.release(remove=False)  # the process died mid-session
+    with pytest.raises(PreflightBlocked, match="DOSE-DAY"):
+        store.begin_session(session_start(record))
+    [dead] = store.sessions(CODE)
+    assert dead.outcome is Outcome.INTERRUPTED
