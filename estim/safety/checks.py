@@ -458,7 +458,8 @@ def check_rate(ctx: CheckContext) -> Iterator[Finding]:
             Severity.INFO,
             Category.DEVICE,
             f"the period {significant(period, 7)} us is delivered as {delivered} us "
-            f"({_hz(Fraction(US_PER_S, delivered))}): rounded up, never faster than prescribed",
+            f"({significant(Fraction(US_PER_S, delivered), 6)} Hz): rounded up, never faster "
+            "than prescribed",
             value=f"{significant(period, 7)} us",
             limit=f"multiple of {resolution} us",
             field=field_name,
@@ -924,7 +925,7 @@ def _override_findings(limits: Limits) -> Iterator[Finding]:
             Category.STANDARD,
             f"limit {limit.id.value} is set to {limit} instead of the default {default}",
             value=str(limit),
-            limit=str(default),
+            limit=f"default {default}",
             limit_id=limit.id,
             source=limit.citation,
             field=limit.field,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from estim.device.profile import builtin_profile
 from estim.errors import InputError, NotFoundError, SpecVersionError
 from estim.files import to_json, to_toml
 from estim.protocols.catalog import (
@@ -29,8 +30,8 @@ from estim.protocols.models import (
     ShapeKind,
 )
 from estim.protocols.prescription import Prescription, ProtocolRef
-from estim.safety.checks import CHECK_TITLES
-from estim.safety.limits import LimitId, limits_markdown_table
+from estim.safety.checks import CHECK_TITLES, check
+from estim.safety.limits import LimitId, limits_markdown_table, load_limits
 from estim.schemas import SCHEMA_MODELS, json_schemas, write_schemas
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -204,3 +205,25 @@ def test_protocols_doc_lists_every_protocol_with_its_citation() -> None:
     for protocol in list_protocols():
         assert f"### `{protocol.id}`" in text
         assert f"[{protocol.source.confidence.value}]" in text
+
+
+EXAMPLES = DOCS / "examples"
+
+
+def test_example_prescription_checks_clean() -> None:
+    rx = load_prescription(EXAMPLES / "prescription-stress.toml")
+    assert rx.protocol == ProtocolRef.of(get_protocol("stress")), (
+        "docs/examples/prescription-stress.toml pins an old stress protocol: put the "
+        "sha256 printed by `estim protocol show stress` into it"
+    )
+    verdict = check(rx, get_protocol("stress"), builtin_profile("estim-pf2"))
+    assert verdict.exit_code == 0
+    assert not verdict.warnings
+
+
+def test_example_site_limits_load() -> None:
+    limits = load_limits(EXAMPLES / "site-limits.toml")
+    assert {limit.id for limit in limits.overrides()} == {
+        LimitId.SESSION_MAX,
+        LimitId.TITRATION_STEP_MAX,
+    }
