@@ -125,8 +125,8 @@ def describe_pulse(train: PulseTrain) -> str:
 def describe_cycle(cycle: CycledDuty | Continuous) -> str:
     if isinstance(cycle, CycledDuty):
         return (
-            f"ramp {dec(cycle.ramp_up_s)} s, on {dec(cycle.on_s)} s, "
-            f"ramp {dec(cycle.ramp_down_s)} s, off {dec(cycle.off_s)} s"
+            f"ramp up {dec(cycle.ramp_up_s)} s, on {dec(cycle.on_s)} s, "
+            f"ramp down {dec(cycle.ramp_down_s)} s, off {dec(cycle.off_s)} s"
         )
     return f"continuous, ramp {dec(cycle.ramp_up_s)} s in / {dec(cycle.ramp_down_s)} s out"
 
