@@ -229,8 +229,8 @@ class SessionSummary(Frozen):
     """What a session delivered. All integers: uA and us."""
 
     confirmed_amplitude_ua: int | None = Field(default=None, ge=0)
-    on_time_us: int = Field(default=0, ge=0)
-    contractions: int = Field(default=0, ge=0)
+    on_time_us: int | None = Field(default=0, ge=0)  # None: unknown (interrupted)
+    contractions: int | None = Field(default=0, ge=0)
 
 
 class SessionRecord(Frozen):
@@ -269,8 +269,16 @@ class SessionRecord(Frozen):
 
     @property
     def delivered_nothing(self) -> bool:
-        """Known to have delivered no stimulation (so it does not count toward a dose)."""
-        return self.outcome is not None and self.on_time_us == 0
+        """Known to have delivered no stimulation (so it does not count toward a dose).
+
+        Never true of an interrupted session: what it delivered after its last
+        checkpoint is unknown.
+        """
+        return (
+            self.outcome is not None
+            and self.outcome is not Outcome.INTERRUPTED
+            and self.on_time_us == 0
+        )
 
     @property
     def duration_s(self) -> float | None:

@@ -1262,10 +1262,10 @@ class Store:
             row.last_event_sha256,
             outcome=Outcome.INTERRUPTED,
             reason=reason,
-            summary=SessionSummary(
+            summary=SessionSummary(  # as last checkpointed; None where never known
                 confirmed_amplitude_ua=row.confirmed_amplitude_ua,
-                on_time_us=row.on_time_us or 0,
-                contractions=row.contractions or 0,
+                on_time_us=row.on_time_us,
+                contractions=row.contractions,
             ),
             monotonic_ns=monotonic_ns,
             state=state,

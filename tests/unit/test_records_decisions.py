@@ -116,10 +116,11 @@ def test_dose_counts_today_and_a_rolling_week() -> None:
 def test_sessions_of_unknown_delivery_count_and_empty_ones_do_not() -> None:
     sessions = [
         session(0, Outcome.INTERRUPTED, on_time_us=None),
+        session(0, Outcome.INTERRUPTED, on_time_us=0),  # checkpointed before it died
         session(0, None, on_time_us=None),  # still open elsewhere
         session(0, Outcome.ABORTED, on_time_us=0),  # delivered nothing
     ]
-    assert dose_count(sessions, day=TODAY).sessions_today == 2
+    assert dose_count(sessions, day=TODAY).sessions_today == 3
 
 
 def test_dose_findings_block_at_the_limits() -> None:
