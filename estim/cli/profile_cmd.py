@@ -26,7 +26,10 @@ profile_app = typer.Typer(
 )
 
 ProfileArg = Annotated[
-    str, typer.Argument(help="A profile file (.toml/.json) or a built-in name (estim-pf2).")
+    str,
+    typer.Argument(
+        metavar="FILE_OR_NAME", help="A profile file (.toml/.json) or a built-in name (estim-pf2)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 LimitsOpt = Annotated[

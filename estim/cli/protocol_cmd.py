@@ -36,7 +36,10 @@ protocol_app = typer.Typer(
 )
 
 ProtocolArg = Annotated[
-    str, typer.Argument(help="A library protocol id (see: estim protocol list) or a file.")
+    str,
+    typer.Argument(
+        metavar="FILE_OR_ID", help="A library protocol id (see: estim protocol list) or a file."
+    ),
 ]
 PrescriptionOpt = Annotated[
     Path | None,
@@ -123,8 +126,9 @@ def check_command(  # noqa: PLR0917 (typer maps parameters to options)
     protocol: Annotated[
         str | None,
         typer.Argument(
+            metavar="FILE_OR_ID",
             help="A library protocol id or a protocol file; may be left out with "
-            "--prescription (its protocol is looked up in the library)."
+            "--prescription (its protocol is looked up in the library).",
         ),
     ] = None,
     profile: Annotated[
@@ -167,7 +171,8 @@ def check_command(  # noqa: PLR0917 (typer maps parameters to options)
 @protocol_app.command("schedule")
 def schedule_command(
     protocol: Annotated[
-        str | None, typer.Argument(help="A library protocol id or a protocol file.")
+        str | None,
+        typer.Argument(metavar="FILE_OR_ID", help="A library protocol id or a protocol file."),
     ] = None,
     prescription: PrescriptionOpt = None,
     profile: Annotated[

@@ -245,12 +245,13 @@ def dose_table(dose: Dose, title: str | None = None) -> Table:
 def schedule_table(schedule: Schedule, cycles: int = 1) -> Table:
     """The first ``cycles`` cycles of a schedule, segment by segment."""
     table = Table(
-        title=(
-            f"Schedule: {schedule.cycles} cycle(s) in {seconds_text(schedule.duration_us)}; "
+        title=f"Schedule: {schedule.cycles} cycle(s) in {seconds_text(schedule.duration_us)}",
+        title_justify="left",
+        caption=(
             f"stimulating {seconds_text(schedule.stimulating_us)}, "
             f"plateau {seconds_text(schedule.plateau_us)}"
         ),
-        title_justify="left",
+        caption_justify="left",
     )
     for name in ("cycle", "phase", "start", "end", "envelope"):
         table.add_column(name)
