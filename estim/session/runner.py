@@ -891,6 +891,8 @@ class SessionRunner:
             return Trip(err.interlock_id, hazards, err.reason)
         if isinstance(err, DeviceRejected):
             return Trip(DeviceFault.ID, DeviceFault.HAZARDS, f"the device refused: {err}")
+        if isinstance(err, DeviceFaulted):  # a latched device fault, not a lost link
+            return Trip(DeviceFault.ID, DeviceFault.HAZARDS, f"the device reports a fault: {err}")
         if isinstance(err, DeviceError):
             return self._link_trip(str(err))
         return Trip(EXCEPTION_CAUSE, ("H-UNCONTROLLED",), f"{type(err).__name__}: {err}")

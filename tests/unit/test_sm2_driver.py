@@ -63,13 +63,19 @@ GET_MODE_C0 = frame("F0 81 6C 81 56 00 81 5F 0F")  # GetStimulationMode, counter
 INIT_CLM_C1 = frame("F0 81 06 81 5C 01 1E 00 01 00 01 00 26 00 0F")
 # Same with channel 2 at 40 ms: lf factor 1, mask 03, lf mask 02.
 INIT_CLM_C1_LF = frame("F0 81 4F 81 5C 01 1E 01 03 02 01 00 26 00 0F")
-START_C2_0MA = frame("F0 81 5A 81 53 02 20 00 01 2C 00 0F")  # ch1 300 us 0 mA
-START_C3_20MA = frame("F0 81 1F 81 53 03 20 00 01 2C 14 0F")  # ch1 300 us 20 mA
-START_C2_ONLY_CH1 = frame("F0 81 6A 81 5F 02 20 00 01 2C 05 00 00 00 00 0F")  # ch2 width 0
-WATCHDOG_C4 = frame("F0 81 1D 81 57 04 04 0F")
-STOP_C3 = frame("F0 81 84 81 57 03 22 0F")
+# StartChannelListMode: per channel mode, width MSB, LSB, mA. "Off" is width 0.
+START_C2_0MA = frame("F0 81 5A 81 53 02 20 00 01 2C 00 0F")  # ch1 300 us 0 mA (width probe)
+START_C3_OFF = frame("F0 81 4A 81 53 03 20 00 00 00 00 0F")  # ch1 width 0: armed, no pulses
+START_C4_0MA = frame("F0 81 AC 81 53 04 20 00 01 2C 00 0F")  # ch1 300 us 0 mA: output on
+START_C5_20MA = frame("F0 81 E9 81 53 05 20 00 01 2C 14 0F")  # ch1 300 us 20 mA
+WATCHDOG_C5 = frame("F0 81 08 81 57 05 04 0F")
+WATCHDOG_C6 = frame("F0 81 37 81 57 06 04 0F")
 STOP_C4 = frame("F0 81 EF 81 57 04 22 0F")
 STOP_C5 = frame("F0 81 FA 81 57 05 22 0F")
+STOP_C6 = frame("F0 81 C5 81 57 06 22 0F")
+# Two channels (the low-frequency list above): both 300 us at 0 mA, then both off.
+START_C2_LF = frame("F0 81 BE 81 5F 02 20 00 01 2C 00 00 01 2C 00 0F")
+START_C3_LF_OFF = frame("F0 81 E0 81 5F 03 20 00 00 00 00 00 00 00 00 0F")
 
 
 class ScriptedPort:
@@ -152,7 +158,9 @@ def clock() -> VirtualClock:
 
 @pytest.fixture
 def driver(port: ScriptedPort, clock: VirtualClock) -> Iterator[ScienceMode2Stimulator]:
-    stimulator = ScienceMode2Stimulator(PROFILE, "script://rehastim2", clock=clock)
+    stimulator = ScienceMode2Stimulator(
+        PROFILE, "script://rehastim2", clock=clock, probe_simulator=False
+    )
     yield stimulator
     stimulator._close()  # no STOP on close: tests assert exactly what was written
 
@@ -167,11 +175,21 @@ def opened(driver: ScienceMode2Stimulator, port: ScriptedPort) -> ScienceMode2St
     return driver
 
 
-def running(driver: ScienceMode2Stimulator, port: ScriptedPort) -> ScienceMode2Stimulator:
+def configured(driver: ScienceMode2Stimulator, port: ScriptedPort) -> ScienceMode2Stimulator:
+    """Channel 1 configured: counters 1-3 used, the next frame is counter 4."""
     port.reply(INIT_CLM_C1, INIT_CLM_ACK)
     port.reply(START_C2_0MA, START_ACK)
+    port.reply(START_C3_OFF, START_ACK)
     opened(driver, port)
     driver.configure([channel()])
+    port.written.clear()
+    return driver
+
+
+def running(driver: ScienceMode2Stimulator, port: ScriptedPort) -> ScienceMode2Stimulator:
+    """Channel 1 on at 0 mA: the next frame is counter 5."""
+    configured(driver, port)
+    port.reply(START_C4_0MA, START_ACK)
     driver.output_on([1])
     port.written.clear()
     return driver
@@ -248,29 +266,34 @@ def test_open_stops_a_device_that_reports_it_is_stimulating(
 # --- configure ----------------------------------------------------------------------------
 
 
-def test_configure_sends_init_channel_list_mode(
+def test_configure_lets_the_device_judge_interval_and_widths_then_arms_without_pulses(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     port.reply(INIT_CLM_C1, INIT_CLM_ACK)
+    port.reply(START_C2_0MA, START_ACK)
+    port.reply(START_C3_OFF, START_ACK)
     opened(driver, port).configure([channel()])
-    assert port.written == [INIT_CLM_C1]
-    assert driver.stimulation_mode is StimulationMode.INITIALISED
+    assert port.written == [INIT_CLM_C1, START_C2_0MA, START_C3_OFF]
+    assert driver.stimulation_mode is StimulationMode.STIMULATING  # armed, width 0
+    assert not driver.status().any_output_on
 
 
 def test_configure_uses_the_low_frequency_factor_for_a_slower_channel(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     port.reply(INIT_CLM_C1_LF, INIT_CLM_ACK)
+    port.reply(START_C2_LF, START_ACK)
+    port.reply(START_C3_LF_OFF, START_ACK)
     opened(driver, port).configure([channel(1), channel(2, period_us=40_000)])
-    assert port.written == [INIT_CLM_C1_LF]
+    assert port.written == [INIT_CLM_C1_LF, START_C2_LF, START_C3_LF_OFF]
 
 
 @pytest.mark.parametrize(
     ("config", "reason"),
     [
         (channel(period_us=28_571), "multiple of 500 us"),  # 35 Hz, not on the grid
-        (channel(period_us=7_500), "8000-1025000 us"),  # 133 Hz
-        (channel(period_us=1_025_500), "8000-1025000 us"),
+        (channel(period_us=1_025_500), "can carry"),
+        (channel(period_us=500), "can carry"),
         (channel(width_us=10), "below the RehaStim2's 20 us"),
         (
             ChannelConfig(1, ShapeKind.ASYMMETRIC_BIPHASIC, (200, 800), 0, 20_000),
@@ -303,6 +326,31 @@ def test_configure_refuses_periods_that_share_no_main_interval(
     assert port.written == []
 
 
+def test_an_interval_below_the_firmware_minimum_goes_to_the_device_which_refuses_it(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # 7.5 ms (code 13) fits the wire; the firmware's minimum is 8 ms. The device must
+    # refuse it itself (the bench proves that it does): parameter error, -2.
+    init_7_5_ms = frame("F0 81 3F 81 5C 01 1E 00 01 00 01 00 0D 00 0F")
+    port.reply(init_7_5_ms, frame("F0 81 E3 81 56 02 1F FE 0F"))  # ack, result -2
+    with pytest.raises(DeviceRejected, match="parameter error") as raised:
+        opened(driver, port).configure([channel(period_us=7_500)])
+    assert raised.value.code == -2
+    assert port.written == [init_7_5_ms]
+
+
+def test_a_width_beyond_the_device_limit_is_refused_by_the_device(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
+    probe_501_us = frame("F0 81 5D 81 53 02 20 00 01 F5 00 0F")  # 501 us at 0 mA
+    port.reply(probe_501_us, START_NACK_PARAM)
+    with pytest.raises(DeviceRejected, match="parameter error"):
+        opened(driver, port).configure([channel(width_us=501)])
+    assert port.written == [INIT_CLM_C1, probe_501_us]
+    assert not driver.status().any_output_on
+
+
 def test_from_train_periods_are_accepted() -> None:
     # 35 Hz rounds up to 29 ms on the 0.5 ms grid, as ChannelConfig.from_train does.
     from estim.protocols.models import PulseTrain, SymmetricBiphasic
@@ -320,10 +368,12 @@ def test_from_train_periods_are_accepted() -> None:
 def test_output_on_then_amplitude_updates_resend_start(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
-    running(driver, port)
-    port.reply(START_C3_20MA, START_ACK)
+    configured(driver, port)
+    port.reply(START_C4_0MA, START_ACK)
+    driver.output_on([1])
+    port.reply(START_C5_20MA, START_ACK)
     driver.set_amplitudes({1: 20_000})
-    assert port.written == [START_C3_20MA]
+    assert port.written == [START_C4_0MA, START_C5_20MA]
     status = driver.status()
     assert status.channel(1).commanded_ua == 20_000
     assert status.channel(1).output_on
@@ -333,21 +383,41 @@ def test_channels_not_switched_on_get_width_zero(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     port.reply(INIT_CLM_C1_LF, INIT_CLM_ACK)
-    port.reply(START_C2_ONLY_CH1, START_ACK)
+    port.reply(START_C2_LF, START_ACK)
+    port.reply(START_C3_LF_OFF, START_ACK)
+    both_off = frame("F0 81 2D 81 5F 04 20 00 00 00 05 00 00 00 09 0F")  # 5 and 9 mA, width 0
+    one_on = frame("F0 81 4A 81 5F 05 20 00 01 2C 05 00 00 00 09 0F")  # ch1 300 us 5 mA
+    port.reply(both_off, START_ACK)
+    port.reply(one_on, START_ACK)
     opened(driver, port).configure([channel(1), channel(2, period_us=40_000)])
     driver.set_amplitudes({1: 5000, 2: 9000})
     driver.output_on([1])
-    assert port.written[-1] == START_C2_ONLY_CH1
+    assert port.written[-2:] == [both_off, one_on]
+    assert driver.status().channel(1).output_on
     assert not driver.status().channel(2).output_on
 
 
-def test_amplitudes_before_output_on_are_only_remembered(
+def test_amplitudes_while_off_are_sent_with_width_zero_so_the_device_judges_them(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
-    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
-    opened(driver, port).configure([channel()])
-    driver.set_amplitudes({1: 0})
-    assert port.written == [INIT_CLM_C1]
+    configured(driver, port)
+    seven_ma = frame("F0 81 80 81 53 04 20 00 00 00 07 0F")  # width 0, 7 mA
+    port.reply(seven_ma, START_ACK)
+    driver.set_amplitudes({1: 7000})
+    assert port.written == [seven_ma]
+    assert not driver.status().any_output_on
+
+
+def test_an_over_limit_amplitude_is_refused_by_the_device_with_no_pulse(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    configured(driver, port)
+    too_much = frame("F0 81 EF 81 53 04 20 00 00 00 7F 0F")  # width 0, 127 mA
+    port.reply(too_much, START_NACK_PARAM)
+    with pytest.raises(DeviceRejected, match="parameter error"):
+        driver.set_amplitudes({1: 127_000})
+    assert port.written == [too_much]
+    assert driver.status().channel(1).commanded_ua == 0
 
 
 @pytest.mark.parametrize("amplitude_ua", [12_500, 1, 256_000])
@@ -377,7 +447,7 @@ def test_a_refused_update_raises_with_the_code_and_keeps_the_old_amplitude(
     driver: ScienceMode2Stimulator, port: ScriptedPort, reply: bytes, code: int, name: str
 ) -> None:
     running(driver, port)
-    port.reply(START_C3_20MA, reply)
+    port.reply(START_C5_20MA, reply)
     with pytest.raises(DeviceRejected) as raised:
         driver.set_amplitudes({1: 20_000})
     assert (raised.value.code, raised.value.code_name) == (code, name)
@@ -388,7 +458,7 @@ def test_unknown_command_reply_is_a_rejection(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
-    port.reply(START_C3_20MA, UNKNOWN)
+    port.reply(START_C5_20MA, UNKNOWN)
     with pytest.raises(DeviceRejected, match="does not know START_CHANNEL_LIST_MODE"):
         driver.set_amplitudes({1: 20_000})
 
@@ -408,9 +478,9 @@ def test_output_off_sends_stop_and_waits_for_its_ack(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
-    port.reply(STOP_C3, STOP_ACK)
+    port.reply(STOP_C5, STOP_ACK)
     driver.output_off()
-    assert port.written == [STOP_C3]
+    assert port.written == [STOP_C5]
     assert not driver.status().any_output_on
     assert driver.stimulation_mode is StimulationMode.START
 
@@ -419,17 +489,18 @@ def test_output_on_after_a_stop_initialises_the_channel_list_again(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
-    port.reply(STOP_C3, STOP_ACK)
+    port.reply(STOP_C5, STOP_ACK)
     driver.output_off()
     port.written.clear()
-    # InitChannelListMode counter 4 and StartChannelListMode counter 5 (0 mA): payloads
-    # 04 1E 00 01 00 01 00 26 00 (CRC 0xC9 -> 9C) and 05 20 00 01 2C 00 (CRC 0xD0 -> 85).
-    init_c4 = frame("F0 81 9C 81 5C 04 1E 00 01 00 01 00 26 00 0F")
-    start_c5 = frame("F0 81 85 81 53 05 20 00 01 2C 00 0F")
-    port.reply(init_c4, INIT_CLM_ACK)
-    port.reply(start_c5, START_ACK)
+    # InitChannelListMode counter 6 and StartChannelListMode counter 7 (300 us, 0 mA):
+    # payloads 06 1E 00 01 00 01 00 26 00 (CRC 0x3B -> 6E) and 07 20 00 01 2C 00
+    # (CRC 0x82 -> D7).
+    init_c6 = frame("F0 81 6E 81 5C 06 1E 00 01 00 01 00 26 00 0F")
+    start_c7 = frame("F0 81 D7 81 53 07 20 00 01 2C 00 0F")
+    port.reply(init_c6, INIT_CLM_ACK)
+    port.reply(start_c7, START_ACK)
     driver.output_on([1])
-    assert port.written == [init_c4, start_c5]
+    assert port.written == [init_c6, start_c7]
 
 
 # --- status, heartbeat, stop --------------------------------------------------------------
@@ -439,11 +510,11 @@ def test_status_sends_a_watchdog_and_synthesises_what_was_commanded(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
-    port.reply(START_C3_20MA, START_ACK)
+    port.reply(START_C5_20MA, START_ACK)
     driver.set_amplitudes({1: 20_000})
     port.written.clear()
     status = driver.status()
-    assert port.written == [WATCHDOG_C4]
+    assert port.written == [WATCHDOG_C6]
     assert len(status.channels) == 8
     one = status.channel(1)
     assert (one.commanded_ua, one.measured_ua, one.impedance_ohm, one.output_on) == (
@@ -458,8 +529,7 @@ def test_status_sends_a_watchdog_and_synthesises_what_was_commanded(
 def test_heartbeat_is_a_watchdog_frame(driver: ScienceMode2Stimulator, port: ScriptedPort) -> None:
     running(driver, port)
     driver.heartbeat()
-    # Watchdog, counter 3: payload 03 04, CRC by long division 0x23 -> 76.
-    assert port.written == [frame("F0 81 76 81 57 03 04 0F")]
+    assert port.written == [WATCHDOG_C5]  # payload 05 04, CRC 0x5D -> 08
 
 
 def test_measure_impedance_is_none(driver: ScienceMode2Stimulator, port: ScriptedPort) -> None:
@@ -474,7 +544,7 @@ def test_stop_all_writes_stop_at_once_without_waiting(
     running(driver, port)
     before = clock.now_ns()
     driver.stop_all()  # no reply is scripted: it must not wait for one
-    assert port.written == [STOP_C3]
+    assert port.written == [STOP_C5]
     assert clock.now_ns() == before
     assert not driver.status().any_output_on
 
@@ -483,34 +553,32 @@ def test_stop_all_reply_is_not_taken_for_a_later_command(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
-    port.reply(STOP_C3, STOP_ACK)
+    port.reply(STOP_C5, STOP_ACK)
     driver.stop_all()  # its StopAck waits unread in the port
-    # output_off's own Stop (counter 4) gets no reply: the queued StopAck belongs to
+    # output_off's own Stop (counter 6) gets no reply: the queued StopAck belongs to
     # stop_all, so output_off must not take it as its own.
     with pytest.raises(DeviceTimeout):
         driver.output_off()
-    assert port.written == [STOP_C3, STOP_C4]
+    assert port.written == [STOP_C5, STOP_C6]
     assert driver.stats.stale_replies == 0
 
 
 def test_stop_all_supersedes_a_command_not_yet_written(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
-    port.reply(INIT_CLM_C1, INIT_CLM_ACK)
-    opened(driver, port)
-    driver.configure([channel()])
-    driver.stop_all()  # counter 2: back to start mode
+    configured(driver, port)
+    driver.stop_all()  # counter 4: back to start mode
     port.written.clear()
-    # output_on must now initialise again (counter 3), then start (counter 4). An
-    # emergency stop (counter 4) lands while the InitChannelListMode reply is read:
+    # output_on must now initialise again (counter 5), then start (counter 6). An
+    # emergency stop (counter 6) lands while the InitChannelListMode reply is read:
     # the start must never reach the device after it.
-    # InitChannelListMode, counter 3: payload 03 1E 00 01 00 01 00 26 00, CRC 0xA1 -> F4.
-    init_c3 = frame("F0 81 F4 81 5C 03 1E 00 01 00 01 00 26 00 0F")
-    port.reply(init_c3, INIT_CLM_ACK)
+    # InitChannelListMode, counter 5: payload 05 1E 00 01 00 01 00 26 00, CRC 0xB0 -> E5.
+    init_c5 = frame("F0 81 E5 81 5C 05 1E 00 01 00 01 00 26 00 0F")
+    port.reply(init_c5, INIT_CLM_ACK)
     port.on_read = driver.stop_all
     with pytest.raises(SupersededByStop, match="emergency stop came first"):
         driver.output_on([1])
-    assert port.written == [init_c3, STOP_C4]
+    assert port.written == [init_c5, STOP_C6]
     assert not driver.status().any_output_on
 
 
@@ -547,14 +615,14 @@ def test_an_update_crossing_a_stimulation_error_names_the_error(
     # StimulationError is already on the line, then it refuses the update (wrong mode).
     running(driver, port)
     port.push(STIM_ERROR[-2])
-    port.reply(START_C3_20MA, START_NACK_MODE)
+    port.reply(START_C5_20MA, START_NACK_MODE)
     with pytest.raises(DeviceRejected, match="stopped stimulating by itself") as raised:
         driver.set_amplitudes({1: 20_000})
     assert raised.value.code == -3
     assert "electrode" in str(raised.value)
 
 
-def test_a_second_init_means_the_device_restarted(
+def test_a_second_init_while_talking_means_the_device_restarted(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
@@ -564,9 +632,24 @@ def test_a_second_init_means_the_device_restarted(
     driver.poll_events()
     assert port.written == [INIT_ACK_C14]  # answered, so the link stays usable
     assert [e.faults for e in events] == [FaultFlag.RESET]
-    assert "watchdog" in events[0].detail
+    assert "restarted" in events[0].detail
     assert driver.status().faults == FaultFlag.RESET
     assert not driver.status().any_output_on
+
+
+def test_a_second_init_after_host_silence_is_the_device_watchdog(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, clock: VirtualClock
+) -> None:
+    running(driver, port)
+    events: list[DeviceEvent] = []
+    driver.add_event_listener(events.append)
+    clock.advance(PROFILE.link.watchdog_timeout_ms * NS_PER_MS)  # the host said nothing
+    port.push(INIT_D20)
+    driver.poll_events()
+    assert port.written == [INIT_ACK_C14]
+    assert [e.faults for e in events] == [FaultFlag.WATCHDOG]
+    assert "watchdog" in events[0].detail
+    assert driver.status().faults == FaultFlag.WATCHDOG
 
 
 def test_garbage_and_foreign_frames_are_ignored(
@@ -611,6 +694,29 @@ def test_a_port_that_cannot_be_opened_is_a_device_error(clock: VirtualClock) -> 
     stimulator = ScienceMode2Stimulator(PROFILE, "/dev/does-not-exist-sm2", clock=clock)
     with pytest.raises(DeviceDisconnected, match="cannot open the port"):
         stimulator.open()
+
+
+@pytest.mark.parametrize(
+    ("reply", "simulator"),
+    [
+        (UNKNOWN, False),  # a RehaStim2: ScienceMode2 does not define command 200
+        (frame("F0 81 B8 81 56 03 C9 00 0F"), True),  # estim's simulator: 201, result 0
+        (b"", False),  # no answer at all: taken as a real device
+    ],
+)
+def test_open_asks_once_whether_the_far_end_is_the_simulator(
+    port: ScriptedPort, clock: VirtualClock, reply: bytes, simulator: bool
+) -> None:
+    probe = frame("F0 81 36 81 57 01 C8 0F")  # command 200, counter 1, no data
+    port.reply(probe, reply)
+    stimulator = ScienceMode2Stimulator(PROFILE, "script://rehastim2", clock=clock)
+    try:
+        identity = stimulator.open()
+        assert port.written == [INIT_ACK_C0, GET_MODE_C0, probe]
+        assert stimulator.is_simulator is simulator
+        assert ("sim-fault-injection" in identity.capabilities) is simulator
+    finally:
+        stimulator._close()
 
 
 def test_keepalive_needs_real_time(clock: VirtualClock) -> None:

@@ -8,13 +8,15 @@ full story):
                      with that Init's packet counter, confirm with ``GetStimulationMode``
 ``configure()``      ``InitChannelListMode``: the channel mask and one main stimulation
                      interval (the shortest period); a channel whose period is 2-8 times
-                     that uses the low-frequency factor. Periods the device cannot
-                     represent exactly, or outside 8-1025 ms, are refused
-``set_amplitudes()`` remembered; while stimulating, re-sent at once as
-                     ``StartChannelListMode`` (the documented way to update)
-``output_on()``      ``StartChannelListMode`` (after ``InitChannelListMode`` again if a
-                     stop returned the device to start mode); channels not switched on get
-                     pulse width 0, i.e. no pulses at all
+                     that uses the low-frequency factor. Then ``StartChannelListMode``
+                     at 0 mA (the device judges the widths), then again with width 0 on
+                     every channel: armed, no pulses. ScienceMode2 has no output switch
+                     but the pulses themselves, so "output off" is width 0
+``set_amplitudes()`` ``StartChannelListMode``, also while output is off (width 0), so the
+                     device judges every amplitude before any pulse could carry it
+``output_on()``      ``StartChannelListMode`` with the channels' widths (after
+                     ``InitChannelListMode`` again if a stop returned the device to
+                     start mode)
 ``output_off()``     ``StopChannelListMode``, acknowledged
 ``stop_all()``       ``StopChannelListMode`` written at once from any thread, never waiting
                      for a reply; a command that had not yet been written is not written
@@ -24,12 +26,20 @@ full story):
                      command, so ``measured_ua`` and ``impedance_ohm`` are always None
 ===================  ====================================================================
 
+What the driver refuses itself (``ValueError``, nothing sent) is what the wire cannot
+carry or what the firmware would silently change: amplitudes that are not whole mA,
+periods off the 0.5 ms grid or outside 1-1025 ms, phase widths under 20 us (delivered
+as 20 us by the firmware), other shapes. Everything else within the wire's range goes
+to the device, which refuses what is beyond its limits (parameter error): drivers carry
+out, the device enforces its own limits, and the bench proves that it does.
+
 Unsolicited frames: ``StimulationError`` latches EMERGENCY_SWITCH (-1), ELECTRODE (-2)
 or HARDWARE (-3), and the device has stopped; an ``Init`` after the handshake means
-the device restarted or its watchdog dropped the link: RESET latches, the driver
-answers the handshake again so the link stays usable, and stimulation must be set up
-again. Both reach event listeners as :class:`DeviceEvent`. Latched faults stay until
-:meth:`clear_fault`; :meth:`output_on` refuses while one is latched.
+its watchdog dropped the link (WATCHDOG latches, when the host had been silent that
+long) or it restarted (RESET): the driver answers the handshake again so the link
+stays usable, and stimulation must be set up again. Both reach event listeners as
+:class:`DeviceEvent`. Latched faults stay until :meth:`clear_fault`; while one is
+latched, :meth:`output_on` and :meth:`set_amplitudes` refuse (``DeviceFaulted``).
 
 Replies carry the device's own packet counter, not the host's, so an acknowledgement
 is matched to the oldest command of its kind still waiting for one. Only one ordinary
@@ -69,6 +79,7 @@ from estim.device.sciencemode2.messages import (
     LOW_FREQUENCY_FACTOR_MAX,
     MAIN_INTERVAL_FIRMWARE_MIN_US,
     MAIN_INTERVAL_WIRE_MAX_US,
+    MAIN_INTERVAL_WIRE_MIN_US,
     PULSE_WIDTH_FIRMWARE_MIN_US,
     SIM_INJECT,
     SIM_INJECT_ACK,
@@ -106,6 +117,9 @@ from estim.protocols.models import ShapeKind
 from estim.units import UA_PER_MA
 
 log = logging.getLogger(__name__)
+
+SIM_FAULT_INJECTION = "sim-fault-injection"
+"""Capability of estim's simulator: faults can be injected over the wire."""
 
 VIRTUAL_STEP_NS = NS_PER_MS
 """How far a waiting call advances a virtual clock between looks at the port."""
@@ -177,7 +191,10 @@ class ScienceMode2Stimulator(Stimulator):
     Options: ``clock`` (default real time), ``keepalive`` (send Watchdog whenever nothing
     was sent for a heartbeat period; off by default, the controller's loop polls
     status), ``check_identity`` (refuse a device announcing another protocol version
-    than the profile accepts; on), ``reply_timeout_ms`` (default: the profile's),
+    than the profile accepts; on), ``probe_simulator`` (after the handshake, ask once
+    with a command number ScienceMode2 does not define whether the far end is estim's
+    simulator, which can inject faults; a RehaStim2 answers UnknownCommand; on),
+    ``reply_timeout_ms`` (default: the profile's),
     ``init_timeout_ms`` (how long ``open`` waits for the device's Init; default: the
     profile's watchdog timeout plus 2 s, since a device still bound to a host that
     vanished announces itself only once its watchdog has dropped that link).
@@ -193,8 +210,11 @@ class ScienceMode2Stimulator(Stimulator):
         check_identity: bool = True,
         reply_timeout_ms: int | None = None,
         init_timeout_ms: int | None = None,
+        probe_simulator: bool = True,
     ) -> None:
         super().__init__(profile, url)
+        self.probe_simulator = probe_simulator
+        self.is_simulator = False
         self.clock: Clock = clock or MonotonicClock()
         if keepalive and self.clock.is_virtual:
             raise ValueError("keepalive needs real time; in virtual time the owner sends frames")
@@ -288,6 +308,10 @@ class ScienceMode2Stimulator(Stimulator):
             mode = self.query_mode()  # proves the link works both ways
             if mode is not StimulationMode.START:
                 self._transact(StopChannelListMode())
+            if self.probe_simulator:
+                self.is_simulator = self._probe_simulator()
+                if self.is_simulator:
+                    identity = self._identity_for(init.version)
             self.identity = identity
             if self.keepalive:
                 self._keeper = threading.Thread(
@@ -350,8 +374,21 @@ class ScienceMode2Stimulator(Stimulator):
             firmware=str(version),
             protocol_version=version,
             manufacturer=self.profile.identity.manufacturer,
-            capabilities=frozenset({"sciencemode2", "channel-list-mode"}),
+            capabilities=frozenset(
+                {"sciencemode2", "channel-list-mode"}
+                | ({SIM_FAULT_INJECTION} if self.is_simulator else set())
+            ),
         )
+
+    def _probe_simulator(self) -> bool:
+        try:
+            self.inject_fault("")  # empty: the simulator answers, injects nothing
+        except DeviceRejected:
+            return False  # UnknownCommand: a real device
+        except DeviceTimeout:
+            log.info("%s: no answer to the simulator probe; taking a real device", self.url)
+            return False
+        return True
 
     # --- backend methods ------------------------------------------------------------
 
@@ -365,17 +402,30 @@ class ScienceMode2Stimulator(Stimulator):
         channel_list = self.channel_list_for(configs)
         with self._command_lock:
             generation = self._generation
-            if self._mode is StimulationMode.STIMULATING:
-                log.warning("%s: configure while stimulating: stopping first", self.url)
+            if self._mode is not StimulationMode.START:
+                if self._on:
+                    log.warning("%s: configure while stimulating: stopping first", self.url)
                 self._exchange(StopChannelListMode(), generation)
                 self._after_stop(generation)
+            with self._state_lock:
+                self._list = None
+                self._amplitudes_ua = {}
+                self._on = frozenset()
+            # The device judges the interval (InitChannelListMode), then the widths (a
+            # start at 0 mA), then waits armed with no pulses (width 0): ScienceMode2
+            # has no output switch apart from the pulses themselves.
             self._exchange(channel_list.message, generation)
+            self._set_mode(StimulationMode.INITIALISED, generation)
+            widths = StartChannelListMode(
+                tuple(ChannelPulse(channel_list.width_us(c), 0) for c in channel_list.channels)
+            )
+            self._exchange(widths, generation)
+            self._set_mode(StimulationMode.STIMULATING, generation)
             with self._state_lock:
                 if generation == self._generation:
                     self._list = channel_list
-                    self._mode = StimulationMode.INITIALISED
                     self._amplitudes_ua = dict.fromkeys(channel_list.channels, 0)
-                    self._on = frozenset()
+            self._exchange(self._start_message(channel_list, frozenset()), generation)
 
     def _set_amplitudes(self, amplitudes_ua: dict[int, int]) -> None:
         channel_list = self._require_list()
@@ -383,42 +433,56 @@ class ScienceMode2Stimulator(Stimulator):
             if channel not in channel_list.channels:
                 raise ValueError(f"channel {channel} is not configured; configure it first")
             _amplitude_ma(channel, value)
+        self._refuse_if_faulted()
         with self._command_lock:
             generation = self._generation
-            previous = dict(self._amplitudes_ua)
+            amplitudes = {**self._amplitudes_ua, **amplitudes_ua}
+            # Sent even while output is off (width 0: no pulses), so the device itself
+            # judges every amplitude before any pulse could carry it.
+            self._ensure_channel_list(channel_list, generation)
+            self._exchange(self._start_message(channel_list, self._on, amplitudes), generation)
             with self._state_lock:
-                self._amplitudes_ua.update(amplitudes_ua)
-            if self._mode is not StimulationMode.STIMULATING:
-                return  # applied by output_on
-            try:
-                self._exchange(self._start_message(channel_list, self._on), generation)
-            except DeviceError:
-                with self._state_lock:
-                    if generation == self._generation:
-                        self._amplitudes_ua = previous
-                raise
+                if generation == self._generation:
+                    self._amplitudes_ua = amplitudes
+                    self._mode = StimulationMode.STIMULATING
 
     def _output_on(self, channels: tuple[int, ...]) -> None:
         channel_list = self._require_list()
         for channel in channels:
             if channel not in channel_list.channels:
                 raise ValueError(f"channel {channel} is not configured; configure it first")
-        if self._faults:
-            raise DeviceFaulted(
-                f"{self.url}: fault latched ({self._faults.describe()}); remove its cause, "
-                "clear the fault, then switch output on again",
-                flags=int(self._faults),
-            )
+        self._refuse_if_faulted()
         with self._command_lock:
             generation = self._generation
-            if self._mode is StimulationMode.START:
-                self._exchange(channel_list.message, generation)
+            self._ensure_channel_list(channel_list, generation)
             on = self._on | frozenset(channels)
             self._exchange(self._start_message(channel_list, on), generation)
             with self._state_lock:
                 if generation == self._generation:
                     self._on = on
                     self._mode = StimulationMode.STIMULATING
+
+    def _refuse_if_faulted(self) -> None:
+        # Setting the channel list up again would clear the device's own latch; only a
+        # person may do that (clear_fault), after removing the cause.
+        faults = self._faults
+        if faults:
+            raise DeviceFaulted(
+                f"{self.url}: fault latched ({faults.describe()}); remove its cause, "
+                "clear the fault, then set the stimulation up again",
+                flags=int(faults),
+            )
+
+    def _ensure_channel_list(self, channel_list: _ChannelList, generation: int) -> None:
+        """After a stop the device is in start mode: initialise the channel list again."""
+        if self._mode is StimulationMode.START:
+            self._exchange(channel_list.message, generation)
+            self._set_mode(StimulationMode.INITIALISED, generation)
+
+    def _set_mode(self, mode: StimulationMode, generation: int) -> None:
+        with self._state_lock:
+            if generation == self._generation:
+                self._mode = mode
 
     def _output_off(self) -> None:
         with self._command_lock:
@@ -537,8 +601,8 @@ class ScienceMode2Stimulator(Stimulator):
 
         Refused (``ValueError``): shapes other than symmetric biphasic, an interphase
         gap, phase widths below the firmware's 20 us (it would silently lengthen them),
-        periods off the 0.5 ms grid or outside 8-1025 ms, and channels whose periods
-        are not one main interval or one common multiple (2-8) of it.
+        periods off the 0.5 ms grid or outside the wire's 1-1025 ms, and channels whose
+        periods are not one main interval or one common multiple (2-8) of it.
         """
         if not configs:
             raise ValueError("configure at least one channel")
@@ -573,15 +637,18 @@ class ScienceMode2Stimulator(Stimulator):
     # --- the exchange -----------------------------------------------------------------
 
     def _start_message(
-        self, channel_list: _ChannelList, on: frozenset[int]
+        self,
+        channel_list: _ChannelList,
+        on: frozenset[int],
+        amplitudes_ua: dict[int, int] | None = None,
     ) -> StartChannelListMode:
+        """Every configured channel, ascending: its width if on, else width 0 (no pulses)."""
+        amplitudes = self._amplitudes_ua if amplitudes_ua is None else amplitudes_ua
         pulses = []
         for channel in channel_list.channels:
-            if channel in on:
-                amplitude_ma = _amplitude_ma(channel, self._amplitudes_ua.get(channel, 0))
-                pulses.append(ChannelPulse(channel_list.width_us(channel), amplitude_ma))
-            else:
-                pulses.append(ChannelPulse(0, 0))  # width 0: no pulses at all
+            amplitude_ma = _amplitude_ma(channel, amplitudes.get(channel, 0))
+            width_us = channel_list.width_us(channel) if channel in on else 0
+            pulses.append(ChannelPulse(width_us, amplitude_ma))
         return StartChannelListMode(tuple(pulses))
 
     def _after_stop(self, generation: int) -> None:
@@ -705,13 +772,17 @@ class ScienceMode2Stimulator(Stimulator):
         while not self._stopping.is_set():
             try:
                 data = link.read_available()
+                if data:
+                    self._receive(self._decoder.feed(data))
             except DeviceError as err:
                 if not self._stopping.is_set():
                     log.error("%s: %s", self.url, err)
                     self._fail(err)
                 return
-            if data:
-                self._receive(self._decoder.feed(data))
+            except Exception as err:  # a bug here must not leave callers waiting
+                log.exception("%s: reader failed", self.url)
+                self._fail(ProtocolError(f"{self.url}: the driver's reader failed: {err!r}"))
+                return
 
     def _pump(self) -> None:
         link = self._link
@@ -791,11 +862,24 @@ class ScienceMode2Stimulator(Stimulator):
         if repeated:  # an announcement already in flight when we answered the first
             self._write_message(InitAck(Result.OK), counter=counter)
             return
-        detail = (
-            "the device announced itself again (ScienceMode2 Init): it restarted, or "
-            "its watchdog stopped stimulation because the host fell silent"
-        )
-        self._latch(FaultFlag.RESET, detail)
+        silent_ns = now - self._last_write_ns
+        watchdog_ns = self.profile.link.watchdog_timeout_ms * NS_PER_MS
+        if silent_ns >= watchdog_ns - self.reply_timeout_ns:
+            # The host had been silent for the device's watchdog timeout: the watchdog
+            # stopped stimulation and dropped the link (ScienceMode2 does not say so;
+            # the silence does).
+            flag = FaultFlag.WATCHDOG
+            detail = (
+                f"the device announced itself again after {silent_ns // NS_PER_MS} ms "
+                "without a frame from the host: its watchdog stopped stimulation"
+            )
+        else:
+            flag = FaultFlag.RESET
+            detail = (
+                "the device announced itself again (ScienceMode2 Init) while the host was "
+                "talking to it: it restarted; stimulation stopped"
+            )
+        self._latch(flag, detail)
         self._write_message(InitAck(Result.OK), counter=counter)
         self.stats.handshakes += 1
 
@@ -914,11 +998,15 @@ def _check_pulse_shape(config: ChannelConfig) -> None:
 
 
 def _check_main_interval(period_us: int) -> None:
-    if not MAIN_INTERVAL_FIRMWARE_MIN_US <= period_us <= MAIN_INTERVAL_WIRE_MAX_US:
+    # Only what the wire cannot carry is refused here. Periods of 1-7.5 ms can be sent,
+    # and the device refuses them itself (its firmware's minimum is 8 ms): the bench
+    # proves that it does. Normal sessions never get there: the static check and the
+    # session plan hold rates to the profile's 125 Hz.
+    if not MAIN_INTERVAL_WIRE_MIN_US <= period_us <= MAIN_INTERVAL_WIRE_MAX_US:
         raise ValueError(
-            f"pulse period {period_us} us is outside the RehaStim2's main stimulation "
-            f"interval {MAIN_INTERVAL_FIRMWARE_MIN_US}-{MAIN_INTERVAL_WIRE_MAX_US} us "
-            "(about 1-125 Hz)"
+            f"pulse period {period_us} us is outside what ScienceMode2 can carry "
+            f"({MAIN_INTERVAL_WIRE_MIN_US}-{MAIN_INTERVAL_WIRE_MAX_US} us, about 1 Hz to "
+            f"1 kHz; the RehaStim2 itself accepts {MAIN_INTERVAL_FIRMWARE_MIN_US} us and more)"
         )
     if period_us % INTERVAL_STEP_US:
         raise ValueError(
@@ -929,4 +1017,4 @@ def _check_main_interval(period_us: int) -> None:
         )
 
 
-__all__ = ["DriverStats", "ScienceMode2Stimulator", "SupersededByStop"]
+__all__ = ["SIM_FAULT_INJECTION", "DriverStats", "ScienceMode2Stimulator", "SupersededByStop"]

@@ -272,7 +272,8 @@ class ScienceMode2Personality(Personality):
             return
         result = Result.OK
         try:
-            inject(payload.decode("ascii"))
+            if payload:  # empty: a host asking whether this is the simulator
+                inject(payload.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as err:  # InputError is a ValueError
             self._trace("refused", "SIM_INJECT", str(err))
             result = Result.PARAMETER_ERROR
@@ -392,12 +393,21 @@ class ScienceMode2Personality(Personality):
         }
         starting = self._mode is StimulationMode.INITIALISED
         hardware = self.hardware
+
+        def was_pulsing(channel: int) -> bool:
+            previous = self._pulses.get(channel)
+            return not starting and previous is not None and previous.pulse_width_us > 0
+
         try:
+            # Width 0 means no pulses: that channel's output is off.
+            newly_off = [c for c in pulses if c not in configs and was_pulsing(c)]
+            if newly_off:
+                hardware.output_off(newly_off)
             newly_on = []
             for channel, config in configs.items():
                 if hardware.channel_config(channel) != config:
-                    hardware.configure(config, live=not starting)
-                if starting or self._pulses.get(channel, ChannelPulse(0, 0)).pulse_width_us == 0:
+                    hardware.configure(config, live=was_pulsing(channel))
+                if not was_pulsing(channel):
                     newly_on.append(channel)
             hardware.set_amplitudes(amplitudes)
             if newly_on:

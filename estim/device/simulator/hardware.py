@@ -304,10 +304,17 @@ class SimulatedStimulator:
                 self._channels[number].enabled = True
             self._settle()
 
-    def output_off(self) -> None:
-        """Orderly off: every amplitude to zero and every output disabled."""
+    def output_off(self, channels: Iterable[int] | None = None) -> None:
+        """Orderly off: amplitude to zero and output disabled, on every channel or on
+        ``channels`` only (ScienceMode2 turns one channel off with pulse width 0)."""
         with self._lock:
-            self._zero_all()
+            if channels is None:
+                self._zero_all()
+            else:
+                for number in list(channels):
+                    channel = self._channel(number)
+                    channel.commanded_ua = 0
+                    channel.enabled = False
             self._settle()
 
     def stop_all(self, reason: str = "host") -> None:

@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import select
+import termios
 import threading
 import tty
 from types import TracebackType
@@ -71,6 +72,7 @@ class PtyServer:
         except OSError as err:
             raise DeviceError(f"cannot open a pseudo-terminal: {err.strerror}") from err
         tty.setraw(slave)
+        _park_line_speed(slave)
         flags = fcntl.fcntl(master, fcntl.F_GETFL)
         fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self._master, self._slave = master, slave
@@ -148,6 +150,8 @@ class PtyServer:
                 if data:
                     device.receive(data)
             device.tick()
+            if self._slave is not None:
+                _park_line_speed(self._slave)
             if device.disconnected:
                 self._close_pty()
                 continue
@@ -186,3 +190,22 @@ class PtyServer:
                 setattr(self, name, None)
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+# A pty has no UART, and some kernels refuse parity on one: a client's tcsetattr then
+# succeeds only because other settings change with it. Once a client left the line at
+# its own speed, the next client opening at the same settings (8E1 for ScienceMode2)
+# changes nothing but parity and gets EINVAL. Keeping the slave's speed parked at an
+# unused value makes every client's settings a change again. Only the speed is touched
+# (a pty ignores it); a client's read settings (VMIN, VTIME, flags) are left alone.
+_PARKED_SPEED = termios.B50
+
+
+def _park_line_speed(fd: int) -> None:
+    try:
+        attrs = termios.tcgetattr(fd)
+        if attrs[4] != _PARKED_SPEED or attrs[5] != _PARKED_SPEED:
+            attrs[4] = attrs[5] = _PARKED_SPEED
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    except (termios.error, OSError):
+        pass  # the pty is closing
