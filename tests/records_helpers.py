@@ -23,8 +23,9 @@ from estim.records.models import (
     SessionStart,
     SessionSummary,
 )
+from estim.records.recorder import SessionRecorder
 from estim.records.seed import all_clear_checklist
-from estim.records.store import SessionRecorder, Store
+from estim.records.store import Store
 
 TODAY = date(2024, 5, 20)  # a Monday
 CODE = "PF-0042"

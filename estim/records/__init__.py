@@ -47,14 +47,17 @@ Event data must be JSON-safe with integers, never floats (``amplitude_ua``, not
 is any append that cannot be made durable: the controller should treat a sink error
 as a reason to stop output.
 
-Modules: :mod:`~estim.records.store` (the store, the recorder),
+Modules: :mod:`~estim.records.store` (the store),
+:mod:`~estim.records.recorder` (the open session's sink),
+:mod:`~estim.records.sessionlog` (session header, end and device checks, pure),
 :mod:`~estim.records.chain` (hashing and verification, pure),
 :mod:`~estim.records.checklist`, :mod:`~estim.records.diary` (models, CSV),
 :mod:`~estim.records.decisions` (eligibility and dose, pure),
 :mod:`~estim.records.report` (+ ``report_text``, ``report_html``),
 :mod:`~estim.records.engine` (the only database-specific code),
 :mod:`~estim.records.migrations`, :mod:`~estim.records.schema`,
-:mod:`~estim.records.lease` (is a session's process alive).
+:mod:`~estim.records.lease` (is a session's process alive),
+:mod:`~estim.records.seed` (a demo patient for ``estim demo`` and tests).
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ from estim.records.models import (
 )
 
 if TYPE_CHECKING:
-    from estim.records.store import RecordsPreflight, SessionRecorder, Store
+    from estim.records.recorder import SessionRecorder
+    from estim.records.store import RecordsPreflight, Store
 
 _LAZY = {"RecordsPreflight", "SessionRecorder", "Store"}
 

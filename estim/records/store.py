@@ -14,7 +14,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -60,25 +60,19 @@ from estim.records.models import (
     SessionSummary,
     normalize_code,
 )
+from estim.records.recorder import SessionRecorder
+from estim.records.sessionlog import (
+    END_KIND,
+    OPENED_KIND,
+    device_columns,
+    device_of,
+    header_fields,
+    header_of,
+    validation_findings,
+    verify_session,
+)
 
 PATIENT_NOTES_MAX_CHARS = 2000
-
-# Event kinds the records store writes itself; the controller's kinds never start so.
-OPENED_KIND = "records.opened"
-END_KIND = "records.end"
-DEVICE_KIND = "records.device"
-CONNECTED_KIND = "connected"
-"""The controller's event on connecting; its data names the device (model, serial_number,
-firmware), which the records copy onto the session row."""
-
-
-def device_of(kind: str, data: Any) -> DeviceRecord | None:
-    """The device an event names, if it names one (see ``CONNECTED_KIND``)."""
-    if kind == OPENED_KIND and isinstance(data, dict):
-        return DeviceRecord.from_data(data.get("device"))
-    if kind in (CONNECTED_KIND, DEVICE_KIND):
-        return DeviceRecord.from_data(data)
-    return None
 
 
 def utc_now() -> datetime:
@@ -997,7 +991,7 @@ class Store:
                             fix="run the protocol as prescribed (resolve the prescription)",
                         )
                     )
-            findings += _validation_findings(start)
+            findings += validation_findings(start)
             stop = blocking(findings)
             if stop or record is None:
                 raise PreflightBlocked(
@@ -1048,7 +1042,7 @@ class Store:
                 "override_id": override_id,
                 "owner_host": self.host,
             }
-            header = chain.header_hash(_header(values, code))
+            header = chain.header_hash(header_fields(values, code))
             session_id = conn.execute(
                 insert(t.session)
                 .values(**values, header_sha256=header, event_count=0, last_event_sha256=header)
@@ -1111,7 +1105,7 @@ class Store:
                 last_event_sha256=linked.hash,
                 last_event_kind=linked.kind,
                 last_event_at=linked.wall_time,
-                **_device_columns(device_of(linked.kind, linked.data)),
+                **device_columns(device_of(linked.kind, linked.data)),
             )
         ).rowcount
         if moved != 1:
@@ -1352,16 +1346,16 @@ class Store:
     def verify(self, session_id: int) -> chain.ChainVerdict:
         """Check a session's header, every link, and that the row matches its end event."""
         record, events = self._snapshot(session_id)
-        return _verify(record, events)
+        return verify_session(record, events)
 
     def export_session(self, session_id: int) -> dict[str, Any]:
         """A self-contained JSON-ready export: header, every event with hashes, verdict."""
         record, events = self._snapshot(session_id)
-        verdict = _verify(record, events)
+        verdict = verify_session(record, events)
         return {
             "format": "estim-session-log/1",
             "session": record.model_dump(mode="json"),
-            "header": _header_of(record),
+            "header": header_of(record),
             "header_sha256": record.header_sha256,
             "events": [
                 {
@@ -1395,144 +1389,6 @@ class Store:
                 name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
                 for name, table in tables.items()
             }
-
-
-class SessionRecorder:
-    """The open session's event sink: each :meth:`append` is committed before it returns.
-
-    Hand it to the controller as its :class:`~estim.events.EventSink`. End the session
-    with :meth:`finish`; used as a context manager, a session left unfinished by an
-    exception is closed as ``aborted`` (or ``interrupted`` without one), so an open
-    record is only ever left behind by a process that died.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        session_id: int,
-        *,
-        uid: str,
-        lease: SessionLease,
-        head: str,
-        findings: list[Finding],
-    ) -> None:
-        self._store = store
-        self.session_id = session_id
-        self.uid = uid
-        self._lease = lease
-        self._head = head
-        self._next = 0
-        self._last_monotonic_ns = 0
-        self._last_state = ""
-        self.findings = list(findings)
-        self.finished = False
-
-    @property
-    def event_count(self) -> int:
-        return self._next
-
-    @property
-    def head_hash(self) -> str:
-        return self._head
-
-    def append(self, event: SessionEvent) -> None:
-        if self.finished:
-            raise RecordsError(f"session #{self.session_id} is finished; no more events")
-        linked = self._store._append(self.session_id, self._next, self._head, event)
-        self._head = linked.hash
-        self._next += 1
-        self._last_monotonic_ns = event.monotonic_ns
-        self._last_state = event.state
-
-    def set_device(self, device: DeviceRecord) -> None:
-        """Record the connected device (when the controller does not log a
-        ``connected`` event naming it): a ``records.device`` event and the session row."""
-        self.append(
-            SessionEvent(
-                kind=DEVICE_KIND,
-                state=self._last_state,
-                monotonic_ns=self._last_monotonic_ns,
-                data=device.as_data(),
-            )
-        )
-
-    def checkpoint(self, summary: SessionSummary) -> None:
-        """Record what has been delivered so far (kept if the process dies)."""
-        self._store._checkpoint(self.session_id, summary)
-
-    def finish(
-        self,
-        outcome: Outcome,
-        reason: str,
-        summary: SessionSummary,
-        *,
-        monotonic_ns: int | None = None,
-        controller_summary: dict[str, Any] | None = None,
-    ) -> SessionRecord:
-        """Close the session: a ``records.end`` event plus the outcome on the record."""
-        if self.finished:
-            raise RecordsError(f"session #{self.session_id} is already finished")
-        linked = self._store._finish(
-            self.session_id,
-            self._next,
-            self._head,
-            outcome=outcome,
-            reason=reason,
-            summary=summary,
-            monotonic_ns=self._last_monotonic_ns if monotonic_ns is None else monotonic_ns,
-            state=self._last_state,
-            extra=None if controller_summary is None else {"controller": controller_summary},
-        )
-        self._head = linked.hash
-        self._next += 1
-        self.finished = True
-        self._lease.release()
-        return self._store.session(self.session_id)
-
-    def finish_from_summary(self, summary: Mapping[str, Any]) -> SessionRecord:
-        """Close the session from the controller's summary (``SessionSummary.to_dict()``):
-        its ``outcome``, ``reason``, ``confirmed_ua``, ``on_time_us`` and ``contractions``.
-        The whole summary is logged in the end event too."""
-        try:
-            outcome = Outcome.from_controller(str(summary["outcome"]))
-            delivered = SessionSummary(
-                confirmed_amplitude_ua=summary["confirmed_ua"],
-                on_time_us=summary["on_time_us"],
-                contractions=summary["contractions"],
-            )
-            reason = str(summary["reason"])
-        except KeyError as err:
-            raise RecordsError(f"the controller's summary has no {err.args[0]!r}") from err
-        except ValueError as err:
-            raise RecordsError(f"the controller's summary does not fit the record: {err}") from err
-        return self.finish(outcome, reason, delivered, controller_summary=dict(summary))
-
-    def __enter__(self) -> SessionRecorder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.finished:
-            return
-        try:
-            if exc is None:
-                self.finish(
-                    Outcome.INTERRUPTED,
-                    "the controller ended without recording an outcome",
-                    SessionSummary(),
-                )
-            else:
-                self.finish(
-                    Outcome.ABORTED,
-                    f"ended by an error: {type(exc).__name__}: {exc}",
-                    SessionSummary(),
-                )
-        finally:
-            self._lease.release()
 
 
 # --- row conversion ----------------------------------------------------------------------
@@ -1599,156 +1455,6 @@ def _chained(row: Row[Any]) -> chain.ChainedEvent:
         data_json=row.data_json,
         hash=row.sha256,
     )
-
-
-def _header(values: dict[str, Any], code: str) -> dict[str, Any]:
-    """The fields a session's chain is anchored to (set once, when it opens)."""
-    return {
-        "uid": values["uid"],
-        "patient": code,
-        "prescription_id": values["prescription_id"],
-        "prescription_revision": values["prescription_revision"],
-        "prescription_sha256": values["prescription_sha256"],
-        "protocol_sha256": values["protocol_sha256"],
-        "profile_name": values["profile_name"],
-        "profile_sha256": values["profile_sha256"],
-        "validation_sha256": values["validation_sha256"],
-        "clinician": values["clinician"],
-        "diary_day": values["diary_day"].isoformat(),
-        "started_at": values["started_at"],
-        "override_id": values["override_id"],
-    }
-
-
-def _header_of(record: SessionRecord) -> dict[str, Any]:
-    values = {
-        "uid": record.uid,
-        "prescription_id": record.prescription_id,
-        "prescription_revision": record.prescription_revision,
-        "prescription_sha256": record.prescription_sha256,
-        "protocol_sha256": record.protocol_sha256,
-        "profile_name": record.profile_name,
-        "profile_sha256": record.profile_sha256,
-        "validation_sha256": record.validation_sha256,
-        "clinician": record.clinician,
-        "diary_day": record.diary_day,
-        "started_at": chain.wall_time_text(record.started_at),
-        "override_id": record.override_id,
-    }
-    return _header(values, record.patient_code)
-
-
-def _verify(record: SessionRecord, events: list[chain.ChainedEvent]) -> chain.ChainVerdict:
-    genesis = chain.header_hash(_header_of(record))
-    if genesis != record.header_sha256:
-        return chain.ChainVerdict(
-            0,
-            genesis,
-            chain.BrokenLink(
-                0,
-                "the session header (patient, prescription, protocol, profile, clinician "
-                "or start time) was altered: its hash no longer matches",
-            ),
-        )
-    verdict = chain.verify(
-        genesis,
-        events,
-        expected_count=record.event_count,
-        expected_head=record.last_event_sha256,
-    )
-    if not verdict.ok:
-        return verdict
-    named = [(ev, device_of(ev.kind, ev.data)) for ev in events]
-    named = [(ev, d) for ev, d in named if d is not None]
-    logged_device = named[-1][1] if named else None
-    if logged_device != record.device:
-        at = named[-1][0].sequence if named else 0
-        return _broken(
-            verdict,
-            at,
-            f"the session row's device ({record.device}) differs from the device the log "
-            f"names ({logged_device}): the row was altered",
-        )
-    ends = [ev for ev in events if ev.kind == END_KIND]
-    if record.outcome is None:
-        if ends:
-            return _broken(verdict, ends[0].sequence, "an end event exists but the session is open")
-        return verdict
-    if len(ends) != 1 or ends[0] is not events[-1]:
-        return _broken(
-            verdict,
-            len(events) - 1,
-            "the session is closed but its log does not end with its end event",
-        )
-    data = ends[0].data
-    recorded = {
-        "outcome": record.outcome.value,
-        "reason": record.reason,
-        "ended_at": None if record.ended_at is None else chain.wall_time_text(record.ended_at),
-        "confirmed_amplitude_ua": record.confirmed_amplitude_ua,
-        "on_time_us": record.on_time_us,
-        "contractions": record.contractions,
-    }
-    for key, value in recorded.items():
-        if data.get(key) != value:
-            return _broken(
-                verdict,
-                ends[0].sequence,
-                f"the session row's {key} ({value!r}) differs from the logged end "
-                f"({data.get(key)!r}): the row was altered",
-            )
-    return verdict
-
-
-def _device_columns(device: DeviceRecord | None) -> dict[str, str]:
-    if device is None:
-        return {}
-    return {
-        "device_model": device.model,
-        "device_serial": device.serial_number,
-        "device_firmware": device.firmware,
-    }
-
-
-def _validation_findings(start: SessionStart) -> list[Finding]:
-    """Does the bench validation record given vouch for this profile and this unit?
-
-    The controller checks the record fully before connecting (``check_record``); this
-    is the records' own check of what they are asked to store.
-    """
-    ref = start.validation
-    if ref is None:
-        return []
-    fix = "bench-test this unit with this profile: estim profile bench PROFILE --port PORT"
-    problems = []
-    if ref.fields.get("passed") is not True:
-        problems.append("it did not pass")
-    if ref.fields.get("profile_sha256") != start.profile_sha256:
-        problems.append(
-            f"it is for profile {str(ref.fields.get('profile_sha256'))[:12]}, not the profile in "
-            f"use ({start.profile_sha256[:12]})"
-        )
-    unit = (ref.fields.get("device_serial"), ref.fields.get("device_firmware"))
-    if start.device is not None and unit != (start.device.serial_number, start.device.firmware):
-        problems.append(
-            f"it is for serial {unit[0]} firmware {unit[1]}, not the connected "
-            f"{start.device.serial_number} firmware {start.device.firmware}"
-        )
-    if not problems:
-        return []
-    return [
-        Finding(
-            "VAL-RECORD",
-            Severity.BLOCK,
-            f"the validation record {ref.path} does not vouch for this device: "
-            + "; ".join(problems),
-            fix=fix,
-        )
-    ]
-
-
-def _broken(verdict: chain.ChainVerdict, sequence: int, reason: str) -> chain.ChainVerdict:
-    return chain.ChainVerdict(verdict.count, verdict.head_hash, chain.BrokenLink(sequence, reason))
 
 
 def _overlap(a: Prescription, b: Prescription) -> bool:

@@ -11,8 +11,9 @@ from records_helpers import Clock
 from estim.events import MemorySink, SessionEvent
 from estim.protocols.catalog import get_protocol
 from estim.records.models import Outcome, SessionStart
+from estim.records.recorder import SessionRecorder
 from estim.records.seed import all_clear_checklist
-from estim.records.store import SessionRecorder, Store
+from estim.records.store import Store
 from estim.session.director import AutoSession
 from estim.testing.session import make_plan, virtual_rig
 
