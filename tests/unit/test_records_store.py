@@ -706,3 +706,16 @@ def test_session_start_recovers_a_dead_session_first_and_counts_it(store: Store)
         store.begin_session(session_start(record))
     [dead] = store.sessions(CODE)
     assert dead.outcome is Outcome.INTERRUPTED
+
+
+def test_the_demo_patient_is_ready_for_a_session_and_seeding_twice_changes_nothing(
+    store: Store,
+) -> None:
+    from estim.records.seed import DEMO_CODE, seed_demo_patient
+
+    course = seed_demo_patient(store, stress())
+    assert seed_demo_patient(store, stress()) == course
+    assert len(store.diary(DEMO_CODE)) == 14
+    check = store.preflight(DEMO_CODE)
+    assert check.ok, check.findings
+    assert course.prescription.max_amplitude_ma == Decimal(20)
