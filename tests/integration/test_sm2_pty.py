@@ -185,6 +185,21 @@ def test_an_electrode_error_reaches_the_host_and_latches(wait_trace: Waiter) -> 
         wait_until_off(device)
 
 
+def test_the_emergency_switch_reaches_the_host(wait_trace: Waiter) -> None:
+    with connected() as (device, driver, events):
+        driver.configure([config(1)])
+        driver.set_amplitudes({1: 6000})
+        driver.output_on([1])
+        wait_trace(device, output_is(1, 6000))
+        driver.inject_fault("emergency-switch")  # the switch on the RehaStim2 is pressed
+        wait_until(lambda: bool(events), "StimulationError -1 reported")
+        assert events[0].faults == FaultFlag.EMERGENCY_SWITCH
+        assert not device.hardware.any_output_on
+        assert driver.status().faults == FaultFlag.EMERGENCY_SWITCH
+        with pytest.raises(DeviceFaulted, match="emergency switch"):
+            driver.set_amplitudes({1: 6000})
+
+
 def test_a_vanished_port_is_a_clean_disconnect(wait_trace: Waiter) -> None:
     with served(QUICK) as (device, server):
         driver = ScienceMode2Stimulator(QUICK, server.path)

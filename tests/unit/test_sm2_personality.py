@@ -348,6 +348,14 @@ def test_a_device_reset_announces_from_counter_zero(host: Host) -> None:
     assert host.outputs() == [(0, False), (0, False)]
 
 
+def test_the_emergency_switch_is_a_stimulation_error(host: Host) -> None:
+    stimulating(host)
+    replies = host.send(Unrecognised(SIM_INJECT, b"emergency-switch"))
+    assert replies == [Unrecognised(SIM_INJECT_ACK, b"\x00"), StimulationError(-1)]
+    assert host.outputs() == [(0, False), (0, False)]
+    assert host.send(start((300, 20), (250, 15))) == [StartChannelListModeAck(Result.WRONG_MODE)]
+
+
 def test_simulator_fault_injection_command(host: Host) -> None:
     stimulating(host)
     replies = host.send(Unrecognised(SIM_INJECT, b"open:ch=1"))

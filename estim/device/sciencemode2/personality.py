@@ -92,6 +92,10 @@ def _command_name(command: int) -> str:
         return str(command)
 
 
+EMERGENCY_SWITCH_SPEC = b"emergency-switch"
+"""Simulator-only fault for this personality (over command 200): press the switch."""
+
+
 class _Rejected(Exception):
     """A command the device answers with a negative result."""
 
@@ -271,6 +275,10 @@ class ScienceMode2Personality(Personality):
             self._send(UnknownCommand())
             return
         result = Result.OK
+        if payload == EMERGENCY_SWITCH_SPEC:
+            self._send(Unrecognised(SIM_INJECT_ACK, bytes((result,))))
+            self._press_emergency_switch()
+            return
         try:
             if payload:  # empty: a host asking whether this is the simulator
                 inject(payload.decode("ascii"))
@@ -278,6 +286,16 @@ class ScienceMode2Personality(Personality):
             self._trace("refused", "SIM_INJECT", str(err))
             result = Result.PARAMETER_ERROR
         self._send(Unrecognised(SIM_INJECT_ACK, bytes((result & 0xFF,))))
+
+    def _press_emergency_switch(self) -> None:
+        """The patient's or operator's emergency switch: the device stops and says so."""
+        self.hardware.stop_all(reason="emergency switch")
+        self.hardware.trace.record(
+            "fault", channel=None, flags="emergency switch", detail="emergency switch pressed"
+        )
+        self._mode = StimulationMode.START
+        self._pulses = {}
+        self._send(StimulationError(StimulationErrorCode.EMERGENCY_SWITCH))
 
     def _on_init_ack(self, raw_counter: int, message: InitAck) -> None:
         if self._connected:
