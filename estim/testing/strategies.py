@@ -105,12 +105,22 @@ def texts(min_size: int = 1, max_size: int = 40) -> st.SearchStrategy[str]:
     alphabet = st.characters(
         codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp", "Zs"), exclude_characters="\x7f"
     )
-    words = st.text(alphabet, min_size=1, max_size=12)
+    words = st.text(alphabet, min_size=1, max_size=8)
     return (
-        st.lists(words, min_size=1, max_size=6)
+        st.lists(words, min_size=1, max_size=5)
         .map(" ".join)
         .filter(lambda s: min_size <= len(s) <= max_size)
     )
+
+
+_TEXT = texts()
+_OPTIONAL_TEXT = st.one_of(st.just(""), _TEXT)
+_TITLE = texts(min_size=3)
+_CITATION = texts(min_size=5)
+_PRESCRIBER = texts(min_size=2)
+_PROTOCOL_ID = st.from_regex(r"[a-z0-9][a-z0-9-]{1,20}", fullmatch=True)
+_PATIENT_CODE = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{1,15}", fullmatch=True)
+# Strategies are built once: building them per draw dominated generation time.
 
 
 def _whole_us_decimal_s(low_us: int, high_us: int) -> st.SearchStrategy[Decimal]:
@@ -167,6 +177,9 @@ def pulse_trains(draw: st.DrawFn, shape: st.SearchStrategy[PulseShape] | None = 
     return PulseTrain(shape=chosen, pulse_interval_ms=Decimal(interval_us).scaleb(-3))
 
 
+_ANY_TRAIN = pulse_trains()
+
+
 # --- cycles ----------------------------------------------------------------------------
 
 
@@ -191,7 +204,7 @@ def cycles() -> st.SearchStrategy[CycledDuty | Continuous]:
     return st.one_of(cycled_duties(), continuous_cycles())
 
 
-_any_cycle = cycles  # protocols() has a parameter of the same name
+_ANY_CYCLE = cycles()  # protocols() has a parameter of the same name
 
 
 # --- protocols -------------------------------------------------------------------------
@@ -204,8 +217,11 @@ def electrode_requirements() -> st.SearchStrategy[ElectrodeRequirement]:
             st.sampled_from(list(ElectrodeKind)), min_size=1, max_size=3, unique=True
         ).map(tuple),
         min_contact_area_cm2=decimals("0.5", 200, 1),
-        note=st.one_of(st.just(""), texts()),
+        note=_OPTIONAL_TEXT,
     )
+
+
+_ELECTRODE_REQUIREMENTS = electrode_requirements()
 
 
 def _session_min(draw: st.DrawFn, cycle: CycledDuty | Continuous, max_session_min: int) -> Decimal:
@@ -277,19 +293,21 @@ def protocols(
     ``trains`` / ``shapes`` / ``cycles`` narrow the pulse and the cycle;
     ``max_session_min`` keeps sessions (and pulse counts) small for brute force.
     """
-    train = draw(trains if trains is not None else pulse_trains(shapes))
-    cycle = draw(cycles if cycles is not None else _any_cycle())
+    if trains is None:
+        trains = _ANY_TRAIN if shapes is None else pulse_trains(shapes)
+    train = draw(trains)
+    cycle = draw(cycles if cycles is not None else _ANY_CYCLE)
     session_min = _session_min(draw, cycle, max_session_min)
     ceiling_ua = draw(st.integers(100, max_ceiling_ma * 1000).map(lambda ua: ua - ua % 100))
     step_ua = draw(st.integers(1, min(10_000, ceiling_ua)))
     per_day = draw(st.integers(1, 6))
     return Protocol(
-        id=draw(st.from_regex(r"[a-z0-9][a-z0-9-]{1,20}", fullmatch=True)),
+        id=draw(_PROTOCOL_ID),
         version=draw(st.integers(1, 99)),
-        title=draw(texts(min_size=3)),
-        summary=draw(st.one_of(st.just(""), texts())),
+        title=draw(_TITLE),
+        summary=draw(_OPTIONAL_TEXT),
         indication=draw(st.sampled_from(list(indications))),
-        eligibility=tuple(draw(st.lists(texts(), min_size=1, max_size=3))),
+        eligibility=tuple(draw(st.lists(_TEXT, min_size=1, max_size=3))),
         channels=draw(st.integers(1, 8)),
         pulse=train,
         cycle=cycle,
@@ -300,12 +318,12 @@ def protocols(
         sessions_per_day=per_day,
         sessions_per_week=draw(st.integers(1, min(42, 7 * per_day))),
         programme_weeks=draw(st.integers(1, 104)),
-        electrode=draw(electrode_requirements()),
+        electrode=draw(_ELECTRODE_REQUIREMENTS),
         adjustable=_adjustable(draw, train, cycle, session_min) if adjustable else {},
         source=Citation(
-            citation=draw(texts(min_size=5)),
+            citation=draw(_CITATION),
             confidence=draw(st.sampled_from(list(Confidence))),
-            note=draw(st.one_of(st.just(""), texts())),
+            note=draw(_OPTIONAL_TEXT),
         ),
     )
 
@@ -334,15 +352,15 @@ def prescriptions(draw: st.DrawFn, protocol: Protocol, *, adjust: bool = True) -
     start = draw(st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31)))
     end = draw(st.one_of(st.none(), st.dates(min_value=start, max_value=date(2036, 12, 31))))
     return Prescription(
-        patient_code=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{1,15}", fullmatch=True)),
+        patient_code=draw(_PATIENT_CODE),
         protocol=ProtocolRef.of(protocol),
         max_amplitude_ma=Decimal(ceiling_ua).scaleb(-3),
         titration_step_ma=None if step_ua is None else Decimal(step_ua).scaleb(-3),
         adjustments=adjustments,
-        prescriber=draw(texts(min_size=2)),
+        prescriber=draw(_PRESCRIBER),
         start_date=start,
         end_date=end,
-        notes=draw(st.one_of(st.just(""), texts())),
+        notes=draw(_OPTIONAL_TEXT),
     )
 
 
@@ -356,7 +374,7 @@ def electrode_sets(
     """An electrode set of one of ``kinds`` whose contacts are all >= ``min_area_cm2``."""
     return st.builds(
         ElectrodeSet,
-        name=texts(),
+        name=_TEXT,
         kind=st.sampled_from(list(kinds)),
         contact_areas_cm2=st.lists(
             decimals(min_area_cm2, max(Decimal(400), min_area_cm2), 1), min_size=1, max_size=4
@@ -369,8 +387,8 @@ def _identity(draw: st.DrawFn) -> Identity:
     low = draw(st.tuples(st.integers(0, 9), st.integers(0, 99)))
     high = draw(st.tuples(st.integers(low[0], 9), st.integers(0, 99)).filter(lambda v: v >= low))
     return Identity(
-        manufacturer=draw(texts()),
-        model=draw(texts()),
+        manufacturer=draw(_TEXT),
+        model=draw(_TEXT),
         firmware_min=f"{low[0]}.{low[1]}",
         firmware_max=f"{high[0]}.{high[1]}",
     )
@@ -458,7 +476,7 @@ def device_profiles(draw: st.DrawFn) -> DeviceProfile:
         impedance=draw(_impedance()),
         electrodes=tuple(draw(st.lists(electrode_sets(), min_size=1, max_size=3))),
         leakage=draw(_leakage()),
-        notes=draw(st.one_of(st.just(""), texts())),
+        notes=draw(_OPTIONAL_TEXT),
     )
 
 

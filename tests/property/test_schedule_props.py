@@ -38,6 +38,10 @@ def test_segments_tile_the_session_and_ramps_are_monotonic(data: st.DataObject) 
         previous_end = segment.end_us
         assert 0 <= segment.start_level <= FULL_LEVEL
         assert 0 <= segment.end_level <= FULL_LEVEL
+    assert previous_end == schedule.duration_us
+    # the first cycle, the last, and one between are sampled densely
+    cycles = {0, schedule.cycles - 1, data.draw(st.integers(0, schedule.cycles - 1))}
+    for segment in (s for s in schedule.segments if s.cycle in cycles):
         offsets = sorted(data.draw(st.lists(st.integers(0, segment.duration_us), max_size=8)))
         levels = [
             segment.level_at(segment.start_us + dt) for dt in [0, *offsets, segment.duration_us]
@@ -52,6 +56,5 @@ def test_segments_tile_the_session_and_ramps_are_monotonic(data: st.DataObject) 
             assert set(levels) == {FULL_LEVEL}
         else:
             assert set(levels) == {0}
-    assert previous_end == schedule.duration_us
     if isinstance(protocol.cycle, CycledDuty):
         assert schedule.cycles == protocol.session_us // protocol.cycle.period_us
