@@ -56,6 +56,7 @@ from estim.device.base import (
 from estim.device.profile import DeviceProfile
 from estim.device.simulator.trace import Trace
 from estim.protocols.models import ShapeKind
+from estim.units import ma_to_ua
 
 # Faults that open a channel's output relay while latched.
 TRIP_FLAGS = (
@@ -67,6 +68,7 @@ TRIP_FLAGS = (
     | FaultFlag.ELECTRODE
     | FaultFlag.RESET
 )
+_TRIP_MASK = int(TRIP_FLAGS)
 ALL_FAULTS = FaultFlag(sum(int(f) for f in FaultFlag))
 
 # An open electrode reads as finite megaohms (stray capacitance), not infinity.
@@ -142,6 +144,8 @@ class ChannelLoad:
     def impedance_ohm(self, now_ns: int) -> int:
         if self.is_open:
             return OPEN_ELECTRODE_OHM
+        if not self.drift_ohm_per_s:
+            return max(1, floor(self.base_ohm))
         drifted = self.base_ohm + self.drift_ohm_per_s * Fraction(
             now_ns - self.drift_since_ns, NS_PER_S
         )
@@ -205,6 +209,11 @@ class SimulatedStimulator:
         self._boot_ns = now
         self._lie_about_output = False
         self._powered = True
+        volts = Fraction(profile.output.compliance_voltage_v)
+        self._volts = (volts.numerator, volts.denominator)
+        percent = Fraction(profile.measurement.current_tolerance_percent)
+        self._tolerance_percent = (percent.numerator, percent.denominator)
+        self._tolerance_abs_ua = ma_to_ua(profile.measurement.current_tolerance_ma)
         self.trace.record("power", what="up", model=profile.identity.model)
         self._latch(FaultFlag.RESET, None, "powered up", now)
 
@@ -628,14 +637,21 @@ class SimulatedStimulator:
             channel.enabled = False
 
     def _compliance_limit_ua(self, impedance_ohm: int) -> int:
-        volts = Fraction(self.profile.output.compliance_voltage_v)
-        return floor(volts * 1_000_000 / impedance_ohm)
+        num, den = self._volts
+        return (num * 1_000_000) // (den * impedance_ohm)
+
+    def _tolerance_floor_ua(self, commanded_ua: int) -> int:
+        """floor(profile tolerance at ``commanded_ua``), in integers (the monitors run
+        on every tick; against whole uA, ``x > tol`` is ``x > floor(tol)``)."""
+        num, den = self._tolerance_percent
+        return max(self._tolerance_abs_ua, (commanded_ua * num) // (den * 100))
 
     def _compliance_limited(self, channel: _Channel, impedance_ohm: int) -> bool:
         return channel.enabled and channel.commanded_ua > self._compliance_limit_ua(impedance_ohm)
 
     def _relay_open(self, channel: _Channel) -> bool:
-        return bool((self._device_faults | channel.faults) & TRIP_FLAGS)
+        # Plain ints: IntFlag arithmetic is slow, and this runs for every channel per tick.
+        return bool((int(self._device_faults) | int(channel.faults)) & _TRIP_MASK)
 
     def _compute_delivered(self, channel: _Channel, now_ns: int) -> OutputState:
         if self._relay_open(channel):
@@ -663,7 +679,7 @@ class SimulatedStimulator:
         """Bring delivered outputs up to date and let the monitors trip if they must."""
         now = self.clock.now_ns()
         self._update_outputs(now)
-        tolerance = self.profile.measurement.tolerance_ua
+        tolerance = self._tolerance_floor_ua
         for channel in self._channels.values():
             if self._relay_open(channel):
                 continue
