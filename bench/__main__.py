@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             figure.extra.setdefault("scheduling", scheduling)
             figures.append(figure)
         console.print(f"[dim]  done in {time.monotonic() - started:.1f} s[/]")
-    Console().print(table(figures))
+    wide = None if sys.stdout.isatty() else 130  # keep figure names on one line in logs
+    Console(width=wide).print(table(figures))
     console.print(
         f"scheduling: {scheduling}; load average now {os.getloadavg()[0]:.2f} on "
         f"{os.cpu_count()} CPUs (tails grow when other processes compete for the CPU)"
