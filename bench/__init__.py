@@ -53,7 +53,8 @@ class Figure:
     def passed(self) -> bool | None:
         if self.target is None:
             return None
-        return getattr(self, self.target_stat) <= self.target
+        value: float = getattr(self, self.target_stat)
+        return value <= self.target
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -440,6 +440,7 @@ class BenchValidation:
                 )
             started = self.clock.now_ns()
         wait_ms = 2000 if injector is not None else 10_000
+
         # A device without impedance readback (ScienceMode2) reports its own
         # device-level "electrode error" instead of a per-channel open circuit.
         def detected() -> DeviceEvent | None:

@@ -71,7 +71,9 @@ def test_a_session_over_a_pty(wait_trace: Waiter) -> None:
         stimulate(driver, 25_000)
         status = driver.status()
         assert status.channel(1).output_on
-        assert abs(status.channel(1).measured_ua - 25_000) <= 1000  # type: ignore[operator]
+        measured = status.channel(1).measured_ua
+        assert measured is not None
+        assert abs(measured - 25_000) <= 1000
         driver.set_amplitudes({1: 30_000})
         driver.output_off()
         assert not driver.status().any_output_on
@@ -87,9 +89,12 @@ def test_emergency_stop_overtakes_a_pending_command(wait_trace: Waiter) -> None:
     with connected(("delay:ms=60",), keepalive=False) as (device, driver, _events):
         stimulate(driver)
         returned: list[int] = []
-        poller = threading.Thread(
-            target=lambda: (driver.status(), returned.append(time.monotonic_ns()))
-        )
+
+        def poll_once() -> None:
+            driver.status()
+            returned.append(time.monotonic_ns())
+
+        poller = threading.Thread(target=poll_once)
         poller.start()
         wait_trace(device, lambda r: r["event"] == "frame" and r.get("command") == "STATUS")
         driver.stop_all()
@@ -206,8 +211,9 @@ def test_open_electrode_trips_and_reports(wait_trace: Waiter) -> None:
         status = driver.status()
         assert FaultFlag.OPEN_CIRCUIT in status.channel(1).faults
         assert not status.any_output_on
-        assert status.channel(1).impedance_ohm is not None
-        assert status.channel(1).impedance_ohm >= PF2.impedance.open_circuit_ohm
+        impedance = status.channel(1).impedance_ohm
+        assert impedance is not None
+        assert impedance >= PF2.impedance.open_circuit_ohm
 
 
 def test_impedance_drift_is_visible_then_trips(wait_trace: Waiter) -> None:
@@ -238,8 +244,9 @@ def test_a_lying_device_is_found_out_by_its_measured_current() -> None:
         stimulate(driver, 30_000)
         status = driver.status()
         assert not status.channel(1).output_on  # the lie
-        assert status.channel(1).measured_ua is not None
-        assert status.channel(1).measured_ua > 25_000  # the evidence
+        measured = status.channel(1).measured_ua
+        assert measured is not None
+        assert measured > 25_000  # the evidence
         assert device.hardware.any_output_on  # the truth
         driver.stop_all()
         assert driver.status().channel(1).measured_ua == 0
