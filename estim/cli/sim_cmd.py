@@ -41,7 +41,7 @@ _HELP = (
     "e.g. `estim profile bench estim-pf2 --port /dev/pts/7`.\n\n" + FAULT_HELP
 )
 
-_SHOWN_EVENTS = {"fault", "power", "inject", "link", "stop", "watchdog"}
+_SHOWN_EVENTS = {"fault", "power", "inject", "link", "watchdog"}
 
 
 def sim_command(  # noqa: PLR0917 - one parameter per option
