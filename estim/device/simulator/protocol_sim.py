@@ -27,22 +27,14 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import serial
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from estim.device.simulator.device import SimulatedDevice, find_device
+from estim.device.transport import enable_sim_urls
 from estim.errors import EstimError
-
-HANDLER_PACKAGE = "estim.device.simulator"
 
 # Longest a real-time read waits before ticking the device again.
 _TICK_S = 0.001
-
-
-def enable_sim_urls() -> None:
-    """Make ``serial.serial_for_url`` understand ``sim://`` (idempotent)."""
-    if HANDLER_PACKAGE not in serial.protocol_handler_packages:
-        serial.protocol_handler_packages.append(HANDLER_PACKAGE)
 
 
 class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
