@@ -12,6 +12,7 @@ from estim.cli.render import (
     dose_table,
     print_json,
     protocol_details,
+    protocol_hash_line,
     protocols_table,
     schedule_table,
     schedule_to_dict,
@@ -118,6 +119,7 @@ def show_command(protocol: ProtocolArg, json_out: JsonOpt = False) -> None:
         return
     console = stdout_console()
     console.print(protocol_details(loaded))
+    console.print(protocol_hash_line(loaded), soft_wrap=True)
     console.print(dose_table(dose))
 
 

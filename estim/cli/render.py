@@ -192,10 +192,17 @@ def protocol_details(protocol: Protocol) -> RenderableType:
     ]
     if p.source.note:
         rows.append(("source note", p.source.note))
-    rows.append(("sha256", p.content_hash))
+    # The full hash goes on its own line below the table (see protocol_hash_line):
+    # a 64-character cell would wrap in an 80-column terminal and could not be copied.
+    rows.append(("sha256", f"{p.content_hash[:12]}..."))
     for name, value in rows:
         table.add_row(_t(name), _t(value))
     return table
+
+
+def protocol_hash_line(p: Protocol) -> Text:
+    """The protocol's full content hash, unwrapped, for pinning in a prescription."""
+    return Text(f"content sha256: {p.content_hash}", no_wrap=True, overflow="ignore")
 
 
 # --- dose, schedule, verdict --------------------------------------------------------------
