@@ -9,7 +9,9 @@ codes of the architecture (0 ok, 1 blocking findings, 2 invalid input, 3 device,
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -49,8 +51,18 @@ err_console = Console(stderr=True)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Log to stderr (-v info, -vv debug).")
+    ] = 0,
+) -> None:
     """Electrostimulation protocol controller for pelvic-floor therapy."""
+    if verbose:
+        from rich.logging import RichHandler
+
+        level = logging.DEBUG if verbose > 1 else logging.INFO
+        handler = RichHandler(console=err_console, show_path=False)
+        logging.basicConfig(level=level, handlers=[handler], format="%(name)s: %(message)s")
 
 
 def _load_commands() -> None:
