@@ -351,7 +351,8 @@ class CurrentDeviation(Interlock[StatusReading]):
     DESCRIPTION = (
         "On a channel with output on, the measured current differs from the commanded by "
         "more than the profile's tolerance (the larger of its absolute and relative "
-        "bounds), or the device reports a set-point other than the one commanded. "
+        "bounds), or the device reports a set-point other than the one commanded, or "
+        "reports output off on a channel commanded on. "
         "Skipped, with the reason recorded, when the device cannot measure current."
     )
 
@@ -398,6 +399,11 @@ class CurrentDeviation(Interlock[StatusReading]):
             return None
         for ch in reading.channels:
             if not ch.output_on:
+                if reading.output_expected and ch.commanded_ua > 0:
+                    return self._trip(
+                        f"channel {ch.channel}: the device reports output off while "
+                        f"{_ma(ch.commanded_ua)} is commanded"
+                    )
                 continue
             if (
                 self.compare_setpoint

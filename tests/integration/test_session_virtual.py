@@ -383,6 +383,26 @@ def test_a_stuck_output_stage_is_cut_by_the_device_and_trips_the_controller() ->
         assert_tripped(rig, "IL-DEVICE-FAULT")
 
 
+@pytest.mark.trips("IL-OUTPUT-UNEXPECTED")
+def test_a_stage_stuck_below_the_devices_own_trip_is_caught_by_the_controller() -> None:
+    with virtual_rig() as rig:
+        start_session(rig)
+        rig.step(periods=60)
+        rig.command(T.PAUSE)
+        device = rig.device
+        assert isinstance(device, SimulatedDevice)
+        # 0.5 mA is inside the device's own over-current tolerance (1 mA): its relay
+        # stays closed, but its status says the output is on.
+        device.inject("stuck:ch=1,ma=0.5")
+        run_until_fault(rig, periods=2)
+        fault = rig.runner.machine.fault
+        assert fault is not None
+        assert fault.interlock_id == "IL-OUTPUT-UNEXPECTED"
+        assert "output on while it must be off" in fault.reason
+        assert_story(rig.sink.events)
+        device.reset()  # power-cycling is the only way to free a stuck stage
+
+
 @pytest.mark.trips("IL-CURRENT-DEVIATION")
 def test_compliance_limiting_the_current_trips_current_deviation() -> None:
     pf2 = builtin_profile("estim-pf2")

@@ -231,6 +231,13 @@ def test_current_deviation_trips_when_measurement_disappears() -> None:
     assert "stopped reporting measured current" in trip.reason
 
 
+@pytest.mark.trips("IL-CURRENT-DEVIATION")
+def test_current_deviation_trips_when_the_device_says_off_while_commanded_on() -> None:
+    trip = CurrentDeviation.for_profile(PF2).should_trip(reading(channel(output_on=False)))
+    assert trip is not None
+    assert "reports output off while 20 mA is commanded" in trip.reason
+
+
 def test_current_deviation_ignores_channels_that_are_off() -> None:
     off = reading(channel(output_on=False, measured_ua=0, commanded_ua=0, device_set_ua=0))
     assert CurrentDeviation.for_profile(PF2).should_trip(off) is None
