@@ -373,6 +373,9 @@ class CurrentDeviation(Interlock[StatusReading]):
         self.tolerance_ua = tolerance_ua
         self.tolerance_percent = Fraction(tolerance_percent)
         self.compare_setpoint = compare_setpoint
+        # |deviation| > max(abs, commanded x pct / 100), in integers: scale by 100 x den.
+        self._num = self.tolerance_percent.numerator
+        self._den = self.tolerance_percent.denominator
         if not measures_current:
             self.skip_reason = (
                 "the device cannot measure output current (profile: measures_current = "
@@ -418,9 +421,12 @@ class CurrentDeviation(Interlock[StatusReading]):
                 return self._trip(
                     f"channel {ch.channel}: the device stopped reporting measured current"
                 )
-            allowed = self.allowed_ua(ch.commanded_ua)
             deviation = abs(ch.measured_ua - ch.commanded_ua)
-            if deviation > allowed:
+            scaled_allowed = max(
+                self.tolerance_ua * 100 * self._den, ch.commanded_ua * self._num
+            )
+            if deviation * 100 * self._den > scaled_allowed:
+                allowed = self.allowed_ua(ch.commanded_ua)
                 return self._trip(
                     f"channel {ch.channel}: measured {_ma(ch.measured_ua)} against "
                     f"{_ma(ch.commanded_ua)} commanded (tolerance {_ma(allowed)}); check "
@@ -714,8 +720,8 @@ class RuntimeInterlocks:
                 OpenCircuit.for_profile(profile),
                 ImpedanceRange.for_profile(profile),
                 UnexpectedOutput.for_profile(profile),
-                CurrentDeviation.for_profile(profile),
                 DeviceFault(),
+                CurrentDeviation.for_profile(profile),
                 SessionTimeCap(session_cap_us),
             ),
             amplitude=amplitude,

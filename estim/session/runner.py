@@ -25,10 +25,11 @@ by a second STOP ALL, so nothing the loop sends can outlive the stop.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -58,8 +59,6 @@ from estim.events import EventSink, JsonValue, SessionEvent
 from estim.protocols.schedule import FULL_LEVEL, SegmentPhase
 from estim.safety.interlocks import (
     INTERLOCKS,
-    AmplitudeCommand,
-    AmplitudeLimit,
     ChannelReading,
     CommunicationLoss,
     DeviceFault,
@@ -75,10 +74,14 @@ from estim.safety.interlocks import (
 )
 from estim.session.machine import EXCEPTION_CAUSE, SessionMachine
 from estim.session.plan import SessionPlan
+from estim.session.port import DriverPort
 from estim.session.states import Phase, State, Trigger
 from estim.session.summary import Outcome, SessionSummary, delivered
 
 log = logging.getLogger(__name__)
+
+PUBLISH_INTERVAL_NS = 50 * NS_PER_MS
+"""At most one display snapshot per this much clock time, unless the state changed."""
 
 RECORDS_CAUSE = "CONTROLLER-RECORDS"
 """Recorded as the cause when the event log could not be written (fail safe: stop)."""
@@ -171,106 +174,6 @@ class _Command:
     future: Future[State] = field(default_factory=Future)
 
 
-# --- the machine's port onto the driver ----------------------------------------------------
-
-
-class DriverPort:
-    """The machine's :class:`~estim.session.machine.DevicePort` over a real driver.
-
-    Keeps the controller's own record of what it commanded (which the final output
-    check and the interlocks compare with what the device reports). The record says
-    *off* before an off command is sent, and *on* only after an on command succeeded:
-    when a command fails half-way, the record errs towards what the controller
-    intended, and the runtime interlocks judge what the device actually did.
-    Every amplitude passes the amplitude interlock before it is sent.
-    """
-
-    def __init__(
-        self,
-        stimulator: Stimulator,
-        channels: tuple[int, ...],
-        amplitude: AmplitudeLimit,
-        emergency: threading.Event,
-        on_reply: Callable[[], None],
-    ) -> None:
-        self._stim = stimulator
-        self.channels = channels
-        self._amplitude = amplitude
-        self._emergency = emergency
-        self._on_reply = on_reply
-        self.link_up = False  # connected, identified and configured
-        self.opened = False  # the driver's port is open (commands can be sent)
-        self._enabled = False
-        self._commanded = dict.fromkeys(channels, 0)
-
-    @property
-    def output_enabled(self) -> bool:
-        return self._enabled
-
-    @property
-    def commanded_ua(self) -> int:
-        return max(self._commanded.values(), default=0)
-
-    def commanded(self, channel: int) -> int:
-        return self._commanded.get(channel, 0) if self._enabled else 0
-
-    def zero_all(self) -> None:
-        self._forget_output()
-        if self.opened:
-            self._stim.stop_all()
-            self._on_reply()
-
-    def switch_off(self) -> None:
-        self._forget_output()
-        if self.opened:
-            self._stim.output_off()
-            self._on_reply()
-
-    def switch_on(self, amplitude_ua: int) -> None:
-        self._set(amplitude_ua, titration=True)
-        self._stim.output_on(list(self.channels))
-        self._enabled = True
-        self._on_reply()
-        self._stop_again_if_pressed()
-
-    def set_amplitude(self, amplitude_ua: int) -> None:
-        """A titration step (the step limit applies)."""
-        self._set(amplitude_ua, titration=True)
-        self._stop_again_if_pressed()
-
-    def apply_envelope(self, amplitude_ua: int) -> None:
-        """An envelope update from the schedule (ceiling applies, not the step)."""
-        self._set(amplitude_ua, titration=False)
-        self._stop_again_if_pressed()
-
-    def link_lost(self) -> None:
-        """The port is gone: nothing can be on *by our command* (the device's watchdog
-        turns its output off by itself)."""
-        self.link_up = False
-        self.opened = False
-        self._forget_output()
-
-    def _set(self, amplitude_ua: int, *, titration: bool) -> None:
-        for channel in self.channels:
-            command = AmplitudeCommand(channel, self._commanded[channel], amplitude_ua, titration)
-            trip = self._amplitude.should_trip(command)
-            if trip is not None:
-                raise trip.as_error()
-        self._stim.set_amplitudes(dict.fromkeys(self.channels, amplitude_ua))
-        self._commanded = dict.fromkeys(self.channels, amplitude_ua)
-        self._on_reply()
-
-    def _forget_output(self) -> None:
-        self._enabled = False
-        self._commanded = dict.fromkeys(self.channels, 0)
-
-    def _stop_again_if_pressed(self) -> None:
-        # An emergency stop pressed while this command was in flight may have reached
-        # the device before it; stop again so nothing we sent outlives the stop.
-        if self._emergency.is_set():
-            self._stim.stop_all()
-
-
 # --- the runner ------------------------------------------------------------------------------
 
 
@@ -350,6 +253,7 @@ class SessionRunner:
         self._output_confirmed_off: bool | None = None
         self._message = ""
         self._view = SessionView(State.IDLE, ceiling_ua=plan.ceiling_ua, step_ua=plan.step_ua)
+        self._published_ns = 0
         self._closed = False
 
     # --- thread-safe API ---------------------------------------------------------------
@@ -489,7 +393,7 @@ class SessionRunner:
         self._ended_ns = self.clock.now_ns()
         summary = self.summary()
         self._emit("summary", summary.to_dict())
-        self._publish(self._ended_ns)
+        self._publish(self._ended_ns, force=True)
 
     def summary(self) -> SessionSummary:
         m = self.machine
@@ -939,6 +843,8 @@ class SessionRunner:
             return len(self._emergency_sources) > self._emergency_handled
 
     def _service_emergency(self) -> None:
+        if len(self._emergency_sources) == self._emergency_handled:
+            return  # the common case, checked without the lock several times a step
         with self._emergency_lock:
             pending = self._emergency_sources[self._emergency_handled :]
             self._emergency_handled = len(self._emergency_sources)
@@ -1075,9 +981,19 @@ class SessionRunner:
             },
         )
 
-    def _publish(self, now: int) -> None:
+    def _publish(self, now: int, *, force: bool = False) -> None:
         m = self.machine
         state = m.state
+        # Displays redraw ten times a second: a snapshot per 50 ms of clock time (and
+        # on every change of state) is plenty, and keeps virtual-time runs fast.
+        if (
+            not force
+            and state is self._view.state
+            and now - self._published_ns < PUBLISH_INTERVAL_NS
+            and m.fault is self._view.fault
+        ):
+            return
+        self._published_ns = now
         phase = cycle = None
         if state in (State.RUNNING, State.PAUSED, State.STOPPING):
             segment = self.plan.schedule.segment_at(self._sched_t_us)
@@ -1132,6 +1048,13 @@ class SessionRunner:
 
 
 def _flag_names(flags: FaultFlag) -> frozenset[str]:
+    return _flag_names_of(int(flags))
+
+
+@functools.lru_cache(maxsize=256)
+def _flag_names_of(value: int) -> frozenset[str]:
+    # Cached: every status reading names the flags of every channel.
+    flags = FaultFlag(value)
     return frozenset((f.name or "").lower() for f in FaultFlag if f and f in flags)
 
 
