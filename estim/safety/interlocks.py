@@ -422,9 +422,7 @@ class CurrentDeviation(Interlock[StatusReading]):
                     f"channel {ch.channel}: the device stopped reporting measured current"
                 )
             deviation = abs(ch.measured_ua - ch.commanded_ua)
-            scaled_allowed = max(
-                self.tolerance_ua * 100 * self._den, ch.commanded_ua * self._num
-            )
+            scaled_allowed = max(self.tolerance_ua * 100 * self._den, ch.commanded_ua * self._num)
             if deviation * 100 * self._den > scaled_allowed:
                 allowed = self.allowed_ua(ch.commanded_ua)
                 return self._trip(
@@ -673,6 +671,36 @@ class DeviceIdentityCheck(Interlock[IdentityReading]):
             high = ".".join(map(str, self.firmware_max))
             return self._trip(
                 f"device firmware {reading.firmware} is outside the profile's range {low}-{high}"
+            )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReading:
+    """What the bench validation record says about the connected unit."""
+
+    record: str | None  # the record's path; None: no record given
+    problems: tuple[str, ...] = ()  # why it does not vouch for this unit
+
+
+class DeviceValidation(Interlock[ValidationReading]):
+    ID = "IL-DEVICE-VALIDATION"
+    TITLE = "no bench validation record for this unit"
+    HAZARDS = ("H-DEVICE",)
+    STAGE = Stage.PREFLIGHT
+    DESCRIPTION = (
+        "No bench validation record (estim profile bench) vouches for this profile on "
+        "this unit (serial, firmware), so its limits, accuracy and trips are unproven."
+    )
+
+    def should_trip(self, reading: ValidationReading) -> Trip | None:
+        fix = "run `estim profile bench PROFILE --port PORT` on this unit and keep the record"
+        if reading.record is None:
+            return self._trip(f"no bench validation record for the connected unit; {fix}")
+        if reading.problems:
+            return self._trip(
+                f"the validation record {reading.record} does not vouch for this unit: "
+                + "; ".join(reading.problems)
             )
         return None
 

@@ -9,10 +9,11 @@ checked, so a bad combination is refused before any port is opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol as TypingProtocol
 
+from estim.device.base import DeviceIdentity
 from estim.device.profile import DeviceProfile
 from estim.errors import InputError, Problem
 from estim.protocols.prescription import ResolvedPrescription
@@ -23,7 +24,11 @@ from estim.safety.interlocks import (
     DoseReading,
     FindingsReading,
     FindingSummary,
+    ValidationReading,
 )
+
+ValidationCheck = Callable[[DeviceIdentity], ValidationReading]
+"""Given the connected unit's identity, what its bench validation record says."""
 
 
 class _FindingLike(TypingProtocol):
@@ -82,6 +87,10 @@ class SessionPlan:
     dose: DoseReading
     session_cap_us: int
     labels: dict[str, str] = field(default_factory=dict)  # patient code, clinician ...
+    validation: ValidationCheck | None = None
+    validation_skip_reason: str = (
+        "no bench validation record is required for this session (simulator or dry run)"
+    )
 
     @property
     def ceiling_ua(self) -> int:
@@ -118,12 +127,16 @@ class SessionPlan:
         schedule: Schedule | None = None,
         standard_ceiling: Ceiling | None = None,
         labels: dict[str, str] | None = None,
+        validation: ValidationCheck | None = None,
+        validation_skip_reason: str | None = None,
     ) -> SessionPlan:
         """Check the combination and bind it; refuses (never adjusts) what does not fit.
 
         ``standard_ceiling`` is the highest amplitude the standard limits allow for this
         pulse (from the static checks), when known. ``schedule`` overrides the compiled
-        one (a shortened demo); it may only be shorter.
+        one (a shortened demo); it may only be shorter. ``validation`` checks the bench
+        record against the connected unit; without it the check is skipped and
+        ``validation_skip_reason`` says why in the session log.
         """
         problems: list[Problem] = []
         protocol = resolved.protocol
@@ -182,4 +195,10 @@ class SessionPlan:
             dose=dose,
             session_cap_us=protocol.session_us,
             labels=dict(labels or {}),
+            validation=validation,
+            **(
+                {}
+                if validation_skip_reason is None
+                else {"validation_skip_reason": validation_skip_reason}
+            ),
         )

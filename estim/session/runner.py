@@ -63,6 +63,7 @@ from estim.safety.interlocks import (
     CommunicationLoss,
     DeviceFault,
     DeviceIdentityCheck,
+    DeviceValidation,
     DoseCap,
     IdentityReading,
     ImpedanceRange,
@@ -225,6 +226,7 @@ class SessionRunner:
             profile, plan.amplitude, plan.session_cap_us
         )
         self.identity_check = DeviceIdentityCheck.for_profile(profile)
+        self.device_validation = DeviceValidation()
         self.open_circuit = OpenCircuit.for_profile(profile)
         self.impedance = ImpedanceRange.for_profile(profile)
         protocol = plan.resolved.protocol
@@ -292,6 +294,14 @@ class SessionRunner:
 
     def view(self) -> SessionView:
         return self._view
+
+    @property
+    def skipped_interlocks(self) -> tuple[tuple[str, str], ...]:
+        """Interlocks that cannot act in this session, each with the reason."""
+        skipped = self.interlocks.skipped
+        if self.plan.validation is None:
+            skipped += ((DeviceValidation.ID, self.plan.validation_skip_reason),)
+        return skipped
 
     @property
     def done(self) -> bool:
@@ -418,7 +428,7 @@ class SessionRunner:
             fault_acknowledged_by=m.acknowledged_by,
             output_confirmed_off=self._output_confirmed_off,
             events=self.events_written,
-            skipped_interlocks=self.interlocks.skipped,
+            skipped_interlocks=self.skipped_interlocks,
         )
 
     # --- steps -----------------------------------------------------------------------------
@@ -451,7 +461,7 @@ class SessionRunner:
                 **{f"label_{k}": v for k, v in plan.labels.items()},
             },
         )
-        for interlock_id, reason in self.interlocks.skipped:
+        for interlock_id, reason in self.skipped_interlocks:
             self._emit("interlock_skipped", {"interlock_id": interlock_id, "reason": reason})
 
     def _run_commands(self) -> None:
@@ -530,6 +540,8 @@ class SessionRunner:
         trip = self.identity_check.should_trip(
             IdentityReading(identity.model, identity.firmware, identity.serial_number)
         )
+        if trip is None and self.plan.validation is not None:
+            trip = self.device_validation.should_trip(self.plan.validation(identity))
         if trip is not None:
             return self._trip_now(trip)
         try:

@@ -16,7 +16,12 @@ from estim.device.profile import builtin_profile
 from estim.device.simulator import SimulatedDevice
 from estim.errors import GuardRefused, InvalidTransition
 from estim.events import MemorySink, SessionEvent
-from estim.safety.interlocks import DoseReading, FindingsReading, FindingSummary
+from estim.safety.interlocks import (
+    DoseReading,
+    FindingsReading,
+    FindingSummary,
+    ValidationReading,
+)
 from estim.session.director import AutoSession
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
@@ -24,6 +29,16 @@ from estim.session.summary import Outcome
 from estim.testing.session import VirtualRig, make_plan, virtual_rig
 
 T = Trigger
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText("any text")
 MS = 1_000_000
 S = 1_000_000_000
 
@@ -465,6 +480,31 @@ def test_a_device_with_other_firmware_is_refused() -> None:
             assert "2.1" in runner.machine.fault.reason
             runner.close()
             assert not device.hardware.any_output_on
+
+
+@pytest.mark.trips("IL-DEVICE-VALIDATION")
+def test_a_unit_the_bench_record_does_not_vouch_for_is_refused_at_connect() -> None:
+    seen: list[str] = []
+
+    def validation(identity: object) -> ValidationReading:
+        seen.append(getattr(identity, "serial_number", ""))
+        return ValidationReading("bench.json", ("it is for serial SIM999999",))
+
+    plan = dataclasses.replace(make_plan(), validation=validation)
+    with virtual_rig(plan) as rig:
+        assert rig.command(T.CONNECT) is State.FAULT
+        assert_tripped(rig, "IL-DEVICE-VALIDATION")
+        assert seen == ["SIM000000"]
+
+
+def test_without_a_validation_check_the_skip_is_logged_with_its_reason() -> None:
+    with virtual_rig() as rig:
+        rig.runner.step()
+        skipped = [e.data for e in rig.sink.events if e.kind == "interlock_skipped"]
+        assert {"interlock_id": "IL-DEVICE-VALIDATION", "reason": ANY_TEXT} in skipped
+        assert ("IL-DEVICE-VALIDATION", rig.runner.plan.validation_skip_reason) in (
+            rig.runner.summary().skipped_interlocks
+        )
 
 
 def test_acknowledging_a_fault_ends_the_session_and_says_who() -> None:

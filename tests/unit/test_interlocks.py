@@ -23,6 +23,7 @@ from estim.safety.interlocks import (
     CurrentDeviation,
     DeviceFault,
     DeviceIdentityCheck,
+    DeviceValidation,
     DoseCap,
     DoseReading,
     FindingsReading,
@@ -36,6 +37,7 @@ from estim.safety.interlocks import (
     StatusReading,
     Trip,
     UnexpectedOutput,
+    ValidationReading,
 )
 
 MS = 1_000_000
@@ -368,6 +370,18 @@ def test_a_different_device_or_firmware_trips() -> None:
     garbage = check.should_trip(IdentityReading("PF-2 pelvic NMES", "v1"))
     assert garbage is not None
     assert "not a version number" in garbage.reason
+
+
+@pytest.mark.trips("IL-DEVICE-VALIDATION")
+def test_a_unit_without_a_vouching_bench_record_trips() -> None:
+    check = DeviceValidation()
+    assert check.should_trip(ValidationReading("bench.json")) is None
+    missing = check.should_trip(ValidationReading(None))
+    assert missing is not None
+    assert "no bench validation record" in missing.reason
+    wrong = check.should_trip(ValidationReading("bench.json", ("it is for serial X",)))
+    assert wrong is not None
+    assert "bench.json does not vouch for this unit: it is for serial X" in wrong.reason
 
 
 # --- amplitude ------------------------------------------------------------------------------
