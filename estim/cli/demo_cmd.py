@@ -1,75 +1,242 @@
-"""``estim demo`` (interim): the protocol library, one prescription checked against one
-device profile, its schedule and its dose. Needs no stimulator and writes nothing.
+"""``estim demo``: a whole session, start to finish, on the built-in simulator.
 
-The session controller will replace this with the full demo; the display pieces live
-in :mod:`estim.cli.render` so that it can reuse them.
+Starts the simulator on a pseudo-terminal (or in virtual time, or uses a device or an
+``estim sim`` you point it at), takes the demo patient's course from a demo records
+database, runs the static checks and the records preflight, connects, measures
+electrode impedance, titrates automatically to a demo amplitude, runs a shortened
+session with the live display, records every event, and prints a summary and where
+the progress report is. Ctrl-C, SIGTERM, space or Esc stop all output at once.
+
+The demo writes only to its own database (``demo.db`` in the user's data directory, or
+``--db``), never to the clinic's records, whatever ``ESTIM_DB`` says.
 """
 
 from __future__ import annotations
 
-from datetime import date
+import time
 from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
+import platformdirs
 import typer
-from rich.rule import Rule
+from rich.text import Text
 
-from estim.cli.render import (
-    dose_table,
-    protocols_table,
-    schedule_table,
-    stdout_console,
-    verdict_report,
+from estim.cli.render import stdout_console
+from estim.cli.session_run import (
+    NarratingSink,
+    build_plan,
+    dose_reading,
+    port_device,
+    session_line,
+    simulated_device,
+    static_check,
+    summary_table,
+    write_report,
 )
-from estim.device.profile import builtin_profile
-from estim.protocols.catalog import get_protocol, list_protocols
-from estim.protocols.prescription import Prescription, ProtocolRef, resolve
+from estim.clock import NS_PER_US
+from estim.device.profile import builtin_profile, load_profile
+from estim.errors import InputError, PreflightBlocked
+from estim.protocols.catalog import get_protocol
 from estim.protocols.schedule import compile_schedule
-from estim.safety.checks import check
+from estim.session.director import AutoSession
+from estim.session.plan import truncate_schedule
+from estim.session.runner import SessionRunner
+from estim.units import ma_to_ua, s_to_us
+
+if TYPE_CHECKING:
+    from estim.protocols.models import Protocol
+    from estim.records.store import RecordsPreflight, Store
 
 DEMO_PROTOCOL = "stress"
 DEMO_PROFILE = "estim-pf2"
-DEMO_CEILING_MA = Decimal(40)
+DEMO_CLINICIAN = "estim demo (automatic)"
+DEMO_TARGET_MA = Decimal(12)
+DEMO_CYCLES = 2  # 2 x 17 s: a real-time demo under a minute
+DEMO_CODES = 99  # DEMO-0001 .. DEMO-0099: a fresh demo patient once one has had today's dose
+TITRATION_STEP_S = Decimal("0.15")
 
 
-def demo_prescription(today: date) -> Prescription:
-    """The example prescription the demo checks: stress protocol, 40 mA ceiling."""
-    protocol = get_protocol(DEMO_PROTOCOL)
-    return Prescription(
-        patient_code="DEMO-001",
-        protocol=ProtocolRef.of(protocol),
-        max_amplitude_ma=DEMO_CEILING_MA,
-        prescriber="Demo clinician",
-        start_date=today,
-        notes="example prescription shown by `estim demo`",
-    )
+def default_demo_db() -> Path:
+    return platformdirs.user_data_path("estim", appauthor=False) / "demo.db"
 
 
-def demo() -> None:
-    """Show the protocol library, check one prescription on one device, print its schedule."""
+def demo(
+    virtual: Annotated[
+        bool,
+        typer.Option(
+            "--virtual", help="Run the full-length session in virtual time (seconds of wall time)."
+        ),
+    ] = False,
+    port: Annotated[
+        str | None,
+        typer.Option(
+            "--port",
+            help="Use this device or running `estim sim` (path or pyserial URL) instead of "
+            "starting the simulator.",
+        ),
+    ] = None,
+    profile_file: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Device profile (TOML/JSON) [default: built-in estim-pf2]."),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="Demo records database [default: demo.db in the user's data directory].",
+            show_default=False,
+        ),
+    ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Line output instead of the live panel.")
+    ] = False,
+) -> None:
+    """Run a whole session on the built-in simulator: checks, titration, stimulation, summary."""
+    from estim.cli.console import run_console
+    from estim.records.models import SessionStart
+    from estim.records.store import Store
+
+    if virtual and port is not None:
+        raise InputError(
+            "--virtual runs the built-in simulator in virtual time; it cannot drive --port"
+        )
+    started = time.monotonic()
     console = stdout_console()
-    console.print(protocols_table(list_protocols()))
-    prescription = demo_prescription(date.today())
+    plain = plain or not console.is_terminal
+    profile = load_profile(profile_file) if profile_file else builtin_profile(DEMO_PROFILE)
     protocol = get_protocol(DEMO_PROTOCOL)
-    profile = builtin_profile(DEMO_PROFILE)
-    console.print(Rule("Prescription", characters="-"))
+    db_path = db or default_demo_db()
+    where = "in virtual time" if virtual else "in real time"
     console.print(
-        f"Patient {prescription.patient_code}: protocol {protocol.id} v{protocol.version}, "
-        f"ceiling {prescription.max_amplitude_ma} mA, on device profile {DEMO_PROFILE}",
-        markup=False,
+        Text(
+            f"estim demo: a {'full-length' if virtual else 'shortened'} {protocol.id} session "
+            f"{where}. Research software, not a certified medical device.",
+            style="bold",
+        )
     )
-    resolved = resolve(prescription, protocol)
-    verdict = check(resolved, protocol, profile)
-    console.print(verdict_report(verdict))
-    console.print(schedule_table(compile_schedule(resolved)))
-    if verdict.dose is not None:
-        console.print(dose_table(verdict.dose))
+    with Store.open(db_path) as store:
+        store.recover_interrupted()
+        code, preflight = _demo_patient(store, protocol)
+        resolved = preflight.resolved
+        assert resolved is not None
+        verdict, warnings = static_check(resolved, profile)
+        if verdict.blocked:
+            for finding in verdict.errors:
+                console.print(Text(f"  BLOCKS {finding}", style="red"))
+            raise PreflightBlocked(
+                f"the static checks block {protocol.id} on {profile.identity.model}",
+                list(verdict.errors),
+            )
+        ack = ", ".join(sorted(warnings)) or "none"
+        console.print(
+            f"static checks: {len(verdict.errors)} errors; warnings acknowledged by the demo: "
+            f"{ack}",
+            highlight=False,
+        )
+        dose = dose_reading(preflight)
+        console.print(
+            f"records preflight: checklist, eligibility and dose clear for {code} "
+            f"({dose.sessions_today} today, {dose.sessions_this_week} this week)",
+            highlight=False,
+        )
+        schedule = compile_schedule(resolved)
+        if not virtual:
+            schedule = truncate_schedule(schedule, min(DEMO_CYCLES, schedule.cycles))
+        plan = build_plan(
+            resolved,
+            profile,
+            verdict,
+            acknowledged=warnings,
+            dose=dose,
+            schedule=schedule,
+            labels={"clinician": DEMO_CLINICIAN, "purpose": "demo"},
+            validation_skip_reason=(
+                "estim demo: a demonstration on a simulator or a bench unit, not a patient "
+                "session; `estim session start` requires the bench record"
+            ),
+        )
+        device_cm = (
+            port_device(profile, port)
+            if port is not None
+            else simulated_device(profile, virtual=virtual)
+        )
+        with device_cm as device:
+            console.print(
+                f"patient {code}: protocol {protocol.id} v{protocol.version}, "
+                f"{schedule.cycles} cycles, ceiling {plan.ceiling_ua / 1000:g} mA; "
+                f"device {profile.identity.model}: {device.description}",
+                highlight=False,
+            )
+            recorder = store.begin_session(
+                SessionStart(
+                    patient_code=code,
+                    protocol_sha256=resolved.protocol.content_hash,
+                    profile_name=str(profile_file) if profile_file else DEMO_PROFILE,
+                    profile_sha256=profile.sha256,
+                    clinician=DEMO_CLINICIAN,
+                ),
+                monotonic_ns=device.clock.now_ns(),
+            )
+            with recorder:
+                target = min(ma_to_ua(DEMO_TARGET_MA), plan.ceiling_ua)
+                runner = SessionRunner(
+                    device.driver,
+                    plan,
+                    clock=device.clock,
+                    sink=NarratingSink(recorder, console),
+                    director=AutoSession(
+                        target_ua=target,
+                        step_interval_ns=s_to_us(TITRATION_STEP_S) * NS_PER_US,
+                    ),
+                )
+                summary = run_console(
+                    runner, console=console, plain=plain, keys=not plain, clinician=DEMO_CLINICIAN
+                )
+                record = recorder.finish_from_summary(summary.to_dict())
+        report = write_report(store, code, db_path.parent / f"{code}-report.html")
     console.print(
-        "Research software, not a certified medical device. "
-        "Next: estim protocol check complete-denervation --profile estim-lp1",
-        markup=False,
+        summary_table(
+            summary,
+            [
+                ("wall time", f"{time.monotonic() - started:.1f} s"),
+                ("records", session_line(record, str(db_path))),
+                ("progress report", str(report)),
+                ("see also", f"estim report {code} --db {db_path}"),
+            ],
+        )
     )
-    if verdict.exit_code:
-        raise typer.Exit(verdict.exit_code)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _demo_patient(store: Store, protocol: Protocol) -> tuple[str, RecordsPreflight]:
+    """The first demo patient who may have a session today (seeded as needed)."""
+    from estim.records.seed import seed_demo_patient
+
+    skipped: list[str] = []
+    for number in range(1, DEMO_CODES + 1):
+        code = f"DEMO-{number:04d}"
+        seed_demo_patient(store, protocol, code=code)
+        preflight = store.preflight(code)
+        blocking = {f.code for f in preflight.blocking}
+        if not blocking:
+            if skipped:
+                stdout_console().print(
+                    f"{', '.join(skipped)} already had today's session (the dose cap refuses "
+                    f"another); the demo uses a new demo patient, {code}",
+                    highlight=False,
+                )
+            return code, preflight
+        if not blocking <= {"DOSE-DAY", "DOSE-WEEK"}:
+            raise PreflightBlocked(
+                f"demo patient {code} is blocked: " + "; ".join(str(f) for f in preflight.blocking),
+                list(preflight.blocking),
+            )
+        skipped.append(code)
+    raise PreflightBlocked(
+        f"every demo patient has had today's session; remove {store.location} or use --db"
+    )
 
 
 def register(app: typer.Typer) -> None:
