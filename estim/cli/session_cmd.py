@@ -1,13 +1,41 @@
-"""``estim session ...``: the state-machine diagram, and prescribed sessions."""
+"""``estim session ...``: prescribed sessions from the records, and the state diagram.
+
+``estim session start CODE --port URL`` runs one prescribed session for a patient:
+
+1. records preflight (before any port is opened): an active course, a complete and
+   recent contraindication checklist, eligibility from the diary (a clinician may
+   override with a reason), and the dose so far against the prescription;
+2. static checks of prescription x protocol x profile x standard limits: errors block,
+   each warning must be acknowledged by name (``--acknowledge CODE``);
+3. the session opens in the records (the same checks again, inside the transaction),
+   the controller connects, checks the device's identity and its bench validation
+   record (``--validation FILE``), measures electrode impedance, and waits for the
+   clinician: ``+``/``-`` titrate from zero by the prescribed step, ``c`` confirms,
+   ``s`` starts, ``p`` pauses and resumes, ``q`` stops in order, space or Esc is the
+   emergency stop (so are Ctrl-C and SIGTERM), ``a`` acknowledges a fault.
+
+Without a keyboard (``--plain`` or piped), ``--titrate-to MA`` titrates automatically
+to that amplitude (never above the prescription's ceiling) and starts.
+"""
 
 from __future__ import annotations
 
+import getpass
+import time
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
-from estim.errors import InputError
+from estim.errors import InputError, PreflightBlocked
+
+if TYPE_CHECKING:
+    from estim.device.base import DeviceIdentity
+    from estim.device.profile import DeviceProfile
+    from estim.records.models import ValidationRef
+    from estim.session.plan import ValidationCheck
 
 session_app = typer.Typer(
     help="Run a prescribed session; show the session state machine.",
@@ -35,6 +63,207 @@ def diagram(
     except OSError as err:
         raise InputError(f"{out}: cannot write ({err.strerror})") from err
     typer.echo(f"wrote {out}")
+
+
+@session_app.command("start")
+def start(
+    code: Annotated[str, typer.Argument(help="Pseudonymous patient code, e.g. PF-0042.")],
+    *,
+    port: Annotated[
+        str, typer.Option("--port", help="The stimulator: a serial port path or pyserial URL.")
+    ],
+    profile_file: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Device profile (TOML/JSON) [default: built-in estim-pf2]."),
+    ] = None,
+    validation_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--validation",
+            help="The unit's bench validation record (estim profile bench --out FILE). "
+            "Without one the session is refused at connect.",
+        ),
+    ] = None,
+    clinician: Annotated[
+        str | None,
+        typer.Option("--clinician", help="Who runs the session [default: your user name]."),
+    ] = None,
+    acknowledge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--acknowledge",
+            help="Acknowledge a static-check warning by its code (repeat for each).",
+        ),
+    ] = None,
+    override_eligibility: Annotated[
+        str | None,
+        typer.Option(
+            "--override-eligibility",
+            help="Stimulate although the diary shows voluntary contraction: the reason (logged).",
+        ),
+    ] = None,
+    titrate_to: Annotated[
+        Decimal | None,
+        typer.Option(
+            "--titrate-to",
+            help="Titrate automatically to this many mA and start (no keyboard needed).",
+        ),
+    ] = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Line output instead of the live panel.")
+    ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="ESTIM_DB",
+            help="Records database [default: records.db in the user's data directory].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a prescribed session for a patient: preflight, titration, stimulation, record."""
+    from estim.cli.console import run_console
+    from estim.cli.records_cmd import open_store
+    from estim.cli.render import stdout_console
+    from estim.cli.session_run import (
+        NarratingSink,
+        build_plan,
+        dose_reading,
+        port_device,
+        session_line,
+        static_check,
+        summary_table,
+    )
+    from estim.device.profile import builtin_profile, load_profile
+    from estim.records.models import (
+        EligibilityOverride,
+        SessionStart,
+        normalize_code,
+    )
+    from estim.session.director import AutoSession
+    from estim.session.runner import SessionRunner
+    from estim.units import ma_to_ua
+
+    started = time.monotonic()
+    console = stdout_console()
+    interactive = console.is_terminal and not plain
+    plain = not interactive
+    who = (clinician or getpass.getuser() or "").strip()
+    if len(who) < 2:
+        raise InputError("name the clinician: --clinician NAME (at least 2 characters)")
+    if titrate_to is None and not interactive:
+        raise InputError(
+            "no keyboard to titrate with (plain or piped output): give --titrate-to MA, or "
+            "run in a terminal without --plain"
+        )
+    target_ua = None if titrate_to is None else ma_to_ua(titrate_to)
+    if target_ua is not None and target_ua <= 0:
+        raise InputError(f"--titrate-to must be above 0 mA, got {titrate_to}")
+    code = normalize_code(code)
+    profile = load_profile(profile_file) if profile_file else builtin_profile("estim-pf2")
+    validation = _validation(validation_file, profile)
+    override = (
+        None
+        if override_eligibility is None
+        else EligibilityOverride(reason=override_eligibility, clinician=who)
+    )
+    with open_store(db) as store:
+        preflight = store.preflight(code, eligibility_override=override)
+        for finding in preflight.findings:
+            console.print(Text(f"records: {finding}"))
+        if preflight.blocking or preflight.resolved is None:
+            raise PreflightBlocked(
+                f"session for {code} not started: the records block it",
+                list(preflight.blocking),
+            )
+        resolved = preflight.resolved
+        verdict, warnings = static_check(resolved, profile)
+        acknowledged = frozenset(a.strip() for a in acknowledge or [])
+        unknown = acknowledged - warnings
+        if unknown:
+            raise InputError(
+                f"--acknowledge names no current warning: {', '.join(sorted(unknown))}; "
+                f"the warnings are: {', '.join(sorted(warnings)) or 'none'}"
+            )
+        for check_finding in (*verdict.errors, *verdict.warnings):
+            console.print(Text(f"static check: {check_finding}"))
+        if verdict.blocked:
+            raise PreflightBlocked(
+                f"the static checks block {resolved.protocol.id} on {profile.identity.model}",
+                list(verdict.errors),
+            )
+        pending = warnings - acknowledged
+        if pending:
+            flags = " ".join(f"--acknowledge {c}" for c in sorted(pending))
+            raise PreflightBlocked(
+                f"warnings need a clinician's acknowledgement before a session: "
+                f"{', '.join(sorted(pending))}; read them above, then add {flags}"
+            )
+        plan = build_plan(
+            resolved,
+            profile,
+            verdict,
+            acknowledged=acknowledged,
+            dose=dose_reading(preflight),
+            labels={"clinician": who},
+            validation=validation[0],
+        )
+        with port_device(profile, port) as device:
+            recorder = store.begin_session(
+                SessionStart(
+                    patient_code=code,
+                    protocol_sha256=resolved.protocol.content_hash,
+                    profile_name=str(profile_file) if profile_file else "estim-pf2",
+                    profile_sha256=profile.sha256,
+                    clinician=who,
+                    validation=validation[1],
+                    eligibility_override=override,
+                ),
+                monotonic_ns=device.clock.now_ns(),
+            )
+            with recorder:
+                director = None if target_ua is None else AutoSession(target_ua=target_ua)
+                runner = SessionRunner(
+                    device.driver,
+                    plan,
+                    clock=device.clock,
+                    sink=NarratingSink(recorder, console),
+                    director=director,
+                )
+                summary = run_console(
+                    runner, console=console, plain=plain, keys=interactive, clinician=who
+                )
+                record = recorder.finish_from_summary(summary.to_dict())
+    console.print(
+        summary_table(
+            summary,
+            [
+                ("wall time", f"{time.monotonic() - started:.1f} s"),
+                ("records", session_line(record, store.location)),
+            ],
+        )
+    )
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _validation(
+    path: Path | None, profile: DeviceProfile
+) -> tuple[ValidationCheck, ValidationRef | None]:
+    """The plan's check against the connected unit, and the record's reference."""
+    from estim.records.models import ValidationRef
+    from estim.safety.interlocks import ValidationReading
+    from estim.validation.record import load_record, record_problems
+
+    if path is None:
+        return (lambda _identity: ValidationReading(None)), None
+    record = load_record(path)
+
+    def check(identity: DeviceIdentity) -> ValidationReading:
+        return ValidationReading(str(path), tuple(record_problems(record, profile, identity)))
+
+    return check, ValidationRef.from_file(path)
 
 
 def register(app: typer.Typer) -> None:
