@@ -103,7 +103,8 @@ def test_a_stress_session_runs_to_completion_on_the_rehastim2() -> None:
         assert all(a % 1000 == 0 for a in delivered)  # whole mA: ramps are host steps
         assert not device.hardware.any_output_on
         skipped = [e.data["interlock_id"] for e in rig.sink.events if e.kind == "interlock_skipped"]
-        assert len(skipped) == 2  # measured-vs-commanded current and impedance range
+        # No readback: the measured-vs-commanded current and impedance interlocks are off.
+        assert {"IL-CURRENT-DEVIATION", "IL-IMPEDANCE-RANGE"} <= set(skipped)
         assert_story(rig.sink)
 
 
