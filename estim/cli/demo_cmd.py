@@ -113,7 +113,8 @@ def demo(
             f"estim demo: a {'full-length' if virtual else 'shortened'} {protocol.id} session "
             f"{where}. Research software, not a certified medical device.",
             style="bold",
-        )
+        ),
+        soft_wrap=True,
     )
     with Store.open(db_path) as store:
         store.recover_interrupted()
@@ -133,12 +134,14 @@ def demo(
             f"static checks: {len(verdict.errors)} errors; warnings acknowledged by the demo: "
             f"{ack}",
             highlight=False,
+            soft_wrap=True,
         )
         dose = dose_reading(preflight)
         console.print(
             f"records preflight: checklist, eligibility and dose clear for {code} "
             f"({dose.sessions_today} today, {dose.sessions_this_week} this week)",
             highlight=False,
+            soft_wrap=True,
         )
         schedule = compile_schedule(resolved)
         if not virtual:
@@ -167,6 +170,7 @@ def demo(
                 f"{schedule.cycles} cycles, ceiling {plan.ceiling_ua / 1000:g} mA; "
                 f"device {profile.identity.model}: {device.description}",
                 highlight=False,
+                soft_wrap=True,
             )
             recorder = store.begin_session(
                 SessionStart(
@@ -226,6 +230,7 @@ def _demo_patient(store: Store, protocol: Protocol) -> tuple[str, RecordsPreflig
                     f"{', '.join(skipped)} already had today's session (the dose cap refuses "
                     f"another); the demo uses a new demo patient, {code}",
                     highlight=False,
+                    soft_wrap=True,
                 )
             return code, preflight
         if not blocking <= {"DOSE-DAY", "DOSE-WEEK"}:

@@ -157,7 +157,7 @@ class NarratingSink:
         self.inner.append(event)
         text = narrate(event)
         if text is not None:
-            self.console.print(text)
+            self.console.print(text, soft_wrap=True)
 
 
 def narrate(event: SessionEvent) -> Text | None:

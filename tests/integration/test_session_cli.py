@@ -1,0 +1,355 @@
+"""``estim demo`` and ``estim session start`` as a user runs them.
+
+Real processes where signals matter (Ctrl-C and SIGTERM are emergency stops), a real
+``estim sim`` on a pty where the demo is pointed at one, and the demo database checked
+afterwards: the session is recorded, its chain verifies, and the report exists.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from estim.cli import app
+from estim.device.profile import builtin_profile
+from estim.device.simulator import PtyServer, SimulatedDevice
+from estim.errors import EstimError
+from estim.protocols.catalog import get_protocol
+from estim.records.seed import seed_demo_patient
+from estim.records.store import Store
+
+ESTIM = str(Path(sys.executable).parent / "estim")
+BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
+
+
+class Process:
+    """A command whose output lines are collected as they come."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, COLUMNS="120")
+        env.pop("ESTIM_DB", None)
+        self.proc = subprocess.Popen(
+            [ESTIM, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, text: str) -> str:
+        deadline = time.monotonic() + BOUND_S
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(f"{text!r} never came:\n" + self.output)
+                if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise AssertionError(f"no {text!r} within {BOUND_S} s:\n" + self.output)
+
+    def finish(self) -> int:
+        code = self.proc.wait(timeout=BOUND_S)
+        self._reader.join(timeout=BOUND_S)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.finish()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def estim_sim(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``estim sim`` in its own process; yields its port and trace file."""
+    trace = tmp_path / "sim.jsonl"
+    sim = Process("sim", "--trace", str(trace))
+    try:
+        port = sim.wait_for("/dev/")
+        yield port.strip(), trace
+    finally:
+        sim.stop()
+
+
+def last_output_amplitudes(trace: Path) -> dict[int, int]:
+    import json
+
+    last: dict[int, int] = {}
+    for line in trace.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("event") == "output":
+            last[int(record["channel"])] = int(record["amplitude_ua"])
+    return last
+
+
+def invoke(args: list[str]) -> tuple[int, str]:
+    """Run a command in-process as ``estim`` would: estim errors become exit codes."""
+    result = CliRunner().invoke(app, args)
+    if isinstance(result.exception, EstimError):
+        return result.exception.exit_code, result.output + str(result.exception)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def sessions(db: Path) -> list[object]:
+    with Store.open(db, create=False) as store:
+        return list(store.sessions())
+
+
+# --- estim demo ------------------------------------------------------------------------
+
+
+def test_demo_virtual_runs_a_full_length_session_and_records_it(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    code, out = invoke(["demo", "--virtual", "--db", str(db)])
+    assert code == 0, out
+    assert "estim demo: a full-length stress session in virtual time" in out
+    assert "connected: PF-2 pelvic NMES" in out
+    assert "preflight: electrode impedance channel 1" in out
+    assert "amplitude confirmed: 12 mA" in out
+    assert "70 of 70 planned" in out
+    assert "completed" in out
+    assert "cycle 70 of 70" in out or "cycle 69 of 70" in out
+    report = tmp_path / "DEMO-0001-report.html"
+    assert report.is_file()
+    assert "<html" in report.read_text(encoding="utf-8").lower()
+    with Store.open(db, create=False) as store:
+        (record,) = store.sessions()
+        assert record.outcome is not None
+        assert record.outcome.value == "completed"
+        assert store.verify(record.id).ok
+
+
+@pytest.mark.pty
+def test_demo_in_real_time_ctrl_c_is_an_emergency_stop(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    demo = Process("demo", "--plain", "--db", str(db))
+    try:
+        demo.wait_for("stimulation started")
+        demo.wait_for("phase on")
+        demo.proc.send_signal(signal.SIGINT)
+        code = demo.finish()
+    finally:
+        demo.stop()
+    assert code == 4, demo.output
+    assert "EMERGENCY STOP (['SIGINT'])" in demo.output
+    assert "emergency stop" in demo.output
+    assert "device confirmed output off │ yes" in demo.output
+    (record,) = sessions(db)
+    assert record.outcome.value == "aborted"  # type: ignore[attr-defined]
+
+
+@pytest.mark.pty
+def test_demo_against_a_running_estim_sim_stops_on_sigterm(
+    tmp_path: Path, estim_sim: tuple[str, Path]
+) -> None:
+    port, trace = estim_sim
+    demo = Process("demo", "--port", port, "--db", str(tmp_path / "demo.db"))
+    try:
+        demo.wait_for(f"device PF-2 pelvic NMES: {port}")
+        demo.wait_for("phase on")
+        demo.proc.send_signal(signal.SIGTERM)
+        code = demo.finish()
+    finally:
+        demo.stop()
+    assert code == 4, demo.output
+    assert "EMERGENCY STOP (['SIGTERM'])" in demo.output
+    assert last_output_amplitudes(trace) == {1: 0}, "the simulator's output stage ends at zero"
+
+
+@pytest.mark.pty
+@pytest.mark.slow
+def test_make_demo_runs_to_completion_in_under_a_minute_of_session(tmp_path: Path) -> None:
+    demo = Process("demo", "--db", str(tmp_path / "demo.db"))  # piped: plain lines
+    code = demo.finish()
+    assert code == 0, demo.output
+    out = demo.output
+    for expected in (
+        "static checks: 0 errors",
+        "records preflight: checklist, eligibility and dose clear for DEMO-0001",
+        "built-in simulator on /dev/pts/",
+        "finish: now completed",
+        "phase ramp up   cycle 1 of 2",
+        "cycle 2 of 2",
+        "completed",
+        "2 of 2 planned",
+        "session time                │ 34 s",
+        "DEMO-0001-report.html",
+    ):
+        assert expected in out, f"missing {expected!r} in:\n{out}"
+
+
+def test_demo_refuses_virtual_with_a_port(tmp_path: Path) -> None:
+    code, out = invoke(["demo", "--virtual", "--port", "/dev/null", "--db", str(tmp_path / "d.db")])
+    assert code == 2
+    assert "cannot drive --port" in out
+
+
+def test_demo_with_a_broken_profile_says_why_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("spec_version = 1\n[identity]\nmodel = 3\n", encoding="utf-8")
+    code, out = invoke(["demo", "--virtual", "--profile", str(bad), "--db", str(tmp_path / "d.db")])
+    assert code == 2
+    assert "identity" in out
+    assert "Traceback" not in out
+
+
+# --- estim session start ------------------------------------------------------------------
+
+
+@pytest.fixture
+def patient_db(tmp_path: Path) -> Path:
+    db = tmp_path / "records.db"
+    with Store.open(db) as store:
+        seed_demo_patient(store, get_protocol("stress"), code="PF-0042")
+    return db
+
+
+@pytest.fixture
+def pty_sim() -> Iterator[tuple[str, SimulatedDevice]]:
+    device = SimulatedDevice(builtin_profile("estim-pf2"))
+    server = PtyServer(device)
+    path = server.start()
+    try:
+        yield path, device
+    finally:
+        server.stop()
+
+
+def test_session_start_refuses_before_connecting_when_the_records_block(tmp_path: Path) -> None:
+    db = tmp_path / "records.db"
+    with Store.open(db) as store:
+        store.add_patient("PF-0001", 1970, "no course yet")
+    code, out = invoke(
+        [
+            "session",
+            "start",
+            "PF-0001",
+            "--port",
+            "/dev/nonexistent",
+            "--titrate-to",
+            "5",
+            "--db",
+            str(db),
+            "--clinician",
+            "Dr Test",
+        ]
+    )
+    assert code == 1, out
+    assert "RX-NONE" in out
+
+
+def test_session_start_without_a_keyboard_needs_titrate_to(patient_db: Path) -> None:
+    code, out = invoke(
+        [
+            "session",
+            "start",
+            "PF-0042",
+            "--port",
+            "/dev/null",
+            "--db",
+            str(patient_db),
+            "--clinician",
+            "Dr Test",
+        ]
+    )
+    assert code == 2
+    assert "--titrate-to" in out
+
+
+@pytest.mark.pty
+@pytest.mark.trips("IL-DEVICE-VALIDATION")
+def test_session_start_refuses_a_unit_without_a_bench_record(
+    patient_db: Path, pty_sim: tuple[str, SimulatedDevice]
+) -> None:
+    path, device = pty_sim
+    code, out = invoke(
+        [
+            "session",
+            "start",
+            "PF-0042",
+            "--port",
+            path,
+            "--titrate-to",
+            "5",
+            "--plain",
+            "--db",
+            str(patient_db),
+            "--clinician",
+            "Dr Test",
+        ]
+    )
+    assert code == 4, out
+    assert "TRIP IL-DEVICE-VALIDATION: no bench validation record" in out
+    assert not device.hardware.any_output_on
+
+
+@pytest.mark.pty
+def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
+    tmp_path: Path, patient_db: Path, estim_sim: tuple[str, Path]
+) -> None:
+    port, trace = estim_sim
+    record = tmp_path / "bench.json"
+    code, out = invoke(
+        [
+            "profile",
+            "bench",
+            "profiles/estim-pf2.toml",
+            "--port",
+            port,
+            "--technician",
+            "Tess Tech",
+            "--out",
+            str(record),
+        ]
+    )
+    assert code == 0, out
+    session = Process(
+        "session", "start", "PF-0042", "--port", port, "--validation", str(record),
+        "--titrate-to", "8", "--plain", "--db", str(patient_db), "--clinician", "Dr Test",
+    )  # fmt: skip
+    try:
+        session.wait_for("amplitude confirmed: 8 mA")
+        session.wait_for("phase on")
+        session.proc.send_signal(signal.SIGINT)
+        exit_code = session.finish()
+    finally:
+        session.stop()
+    assert exit_code == 4, session.output
+    assert "EMERGENCY STOP" in session.output
+    assert set(last_output_amplitudes(trace).values()) == {0}
+    with Store.open(patient_db, create=False) as store:
+        (recorded,) = store.sessions("PF-0042")
+        assert recorded.validation_sha256 is not None
+        assert recorded.outcome is not None
+        assert recorded.outcome.value == "aborted"
+        assert store.verify(recorded.id).ok
