@@ -229,10 +229,10 @@ def test_canonical_decimal_is_by_value() -> None:
 def test_content_hash_ignores_number_spelling() -> None:
     data = _stress_data()
     a = Protocol.model_validate(data)
-    data["amplitude"] = {"ceiling_ma": D("50.000"), "titration_step_ma": D("0.50")}
+    data["amplitude"] = {"ceiling_ma": D("50.000"), "titration_step_ma": D("1.0")}
     b = Protocol.model_validate(data)
     assert a.content_hash == b.content_hash
-    data["amplitude"] = {"ceiling_ma": D("49.9"), "titration_step_ma": D("0.5")}
+    data["amplitude"] = {"ceiling_ma": D("49.9"), "titration_step_ma": D("1")}
     c = Protocol.model_validate(data)
     assert c.content_hash != a.content_hash
 
@@ -273,7 +273,7 @@ def test_prescription_resolves_with_adjustments() -> None:
 
 def test_prescription_step_defaults_to_protocol() -> None:
     resolved = resolve(_rx(), get_protocol("stress"))
-    assert resolved.step_ua == 500
+    assert resolved.step_ua == 1_000
 
 
 def test_prescription_above_protocol_ceiling_lists_every_problem() -> None:

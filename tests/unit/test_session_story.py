@@ -89,7 +89,7 @@ def test_plan_binds_every_ceiling_and_picks_the_lowest() -> None:
     assert sources["protocol stress"] == 50_000
     assert sources["device profile PF-2 pelvic NMES"] == 90_000
     assert plan.ceiling_ua == 30_000
-    assert plan.step_ua == 500
+    assert plan.step_ua == 1_000  # the protocol's step (largest allowed)
     assert plan.channels == (1,)
     assert plan.ramp_up_us == plan.ramp_down_us == 1_000_000
 

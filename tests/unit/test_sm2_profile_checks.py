@@ -1,8 +1,8 @@
 """The RehaStim2 profile against estim's static checks: what it may and may not run.
 
 - The denervation protocols (long pulses) are refused at check time, with the reason.
-- Stress and urge stimulation is accepted once titrated in steps the device can set;
-  the library's 0.5 mA titration step is refused (the device sets whole mA).
+- Stress and urge stimulation is accepted in the library's 1 mA titration steps; a
+  prescription asking for finer steps (0.5 mA) is refused (the device sets whole mA).
 - Every check that runs on this device warns that the measured-vs-commanded and
   impedance interlocks cannot run on it.
 """
@@ -18,6 +18,7 @@ from estim.device.profile import builtin_profile
 from estim.protocols.catalog import get_protocol
 from estim.protocols.models import Protocol
 from estim.safety.checks import Severity, check, check_profile
+from estim.testing.session import demo_prescription
 
 REHASTIM2 = builtin_profile("hasomed-rehastim2")
 NO_READBACK = {"DEVICE_NO_CURRENT_MEASUREMENT", "DEVICE_NO_IMPEDANCE_MEASUREMENT"}
@@ -49,8 +50,16 @@ def test_short_pulse_protocols_titrated_in_whole_ma_are_accepted(protocol_id: st
 
 
 @pytest.mark.parametrize("protocol_id", ["stress", "urge"])
-def test_half_ma_titration_steps_cannot_be_set_on_this_device(protocol_id: str) -> None:
+def test_library_protocols_as_shipped_are_accepted(protocol_id: str) -> None:
     verdict = check(None, get_protocol(protocol_id), REHASTIM2)
+    assert not verdict.blocked, [str(f) for f in verdict.errors]
+
+
+@pytest.mark.parametrize("protocol_id", ["stress", "urge"])
+def test_half_ma_titration_steps_cannot_be_set_on_this_device(protocol_id: str) -> None:
+    protocol = get_protocol(protocol_id)
+    rx = demo_prescription(protocol, step_ma=Decimal("0.5"))
+    verdict = check(rx, protocol, REHASTIM2)
     assert [f.code for f in verdict.errors] == ["DEVICE_STEP_RESOLUTION"]
 
 
