@@ -102,6 +102,8 @@ from estim.device.sciencemode2.messages import (
     Unrecognised,
     Watchdog,
     decode,
+    decode_measure_current_reply,
+    encode_measure_current,
 )
 from estim.device.transport import DEFAULT_READ_TIMEOUT_S, SerialLink, open_link
 from estim.errors import (
@@ -559,16 +561,37 @@ class ScienceMode2Stimulator(Stimulator):
         Uses a command number ScienceMode2 does not define; a real RehaStim2 answers
         UnknownCommand, which raises :class:`DeviceRejected`.
         """
-        data = spec.encode("ascii")
+        self._sim_command(spec.encode("ascii"), "simulator fault injection", f"fault {spec!r}")
+
+    def sim_measure_current(self, channel: int) -> int:
+        """Simulator only: the peak current (uA) delivered into ``channel``'s load now.
+
+        What an oscilloscope across the simulated load would read (0 while the channel
+        sends no pulses); the bench's instrument on the simulator of a device that
+        cannot measure its own current. A real RehaStim2 answers UnknownCommand, which
+        raises :class:`DeviceRejected`; so does a simulator too old to know the query.
+        """
+        what = "simulator current measurement"
+        payload = self._sim_command(
+            encode_measure_current(channel), what, f"to measure channel {channel}"
+        )
+        try:
+            return decode_measure_current_reply(payload)
+        except MessageError as err:
+            self.stats.protocol_errors += 1
+            raise ProtocolError(f"{self.url}: malformed reply to the {what}: {err}") from err
+
+    def _sim_command(self, data: bytes, what: str, refused: str) -> bytes:
+        """Send a simulator-only command (200) and return its reply's data (201)."""
         with self._command_lock:
             slot = _Slot(waited=True, expires_ns=self.clock.now_ns() + self.reply_timeout_ns)
             with self._write_lock:
                 self._sim_slots.append(slot)
                 self._write_locked(Unrecognised(SIM_INJECT, data), counter=None, slot=None)
-            reply = self._wait_slot(slot, "simulator fault injection")
+            reply = self._wait_slot(slot, what)
         if isinstance(reply, UnknownCommand):
             raise DeviceRejected(
-                f"{self.url}: this device does not accept simulator fault injection",
+                f"{self.url}: this device does not accept {what}",
                 code=Command.UNKNOWN_COMMAND,
                 code_name="unknown command",
             )
@@ -576,10 +599,11 @@ class ScienceMode2Stimulator(Stimulator):
         result = reply.payload[0] - 256 if reply.payload and reply.payload[0] > 127 else 0
         if result:
             raise DeviceRejected(
-                f"{self.url}: the simulator refused fault {spec!r}",
+                f"{self.url}: the simulator refused {refused}",
                 code=result,
                 code_name=Result.describe(result),
             )
+        return reply.payload
 
     @contextlib.contextmanager
     def keepalive_suspended(self) -> Iterator[None]:

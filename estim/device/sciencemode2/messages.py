@@ -548,6 +548,42 @@ and answers :data:`SIM_INJECT_ACK` with a result byte. The number is far from ev
 ScienceMode2 and MOTOmed command."""
 SIM_INJECT_ACK = 201
 
+SIM_MEASURE_CURRENT = b"measure-current:ch="
+"""Simulator only, over :data:`SIM_INJECT`: data ``measure-current:ch=N`` asks for the
+peak current (uA) the simulated output stage delivers into channel N's load now, what
+an oscilloscope across that load would read. The :data:`SIM_INJECT_ACK` reply carries
+the result byte, then the current as an unsigned 32-bit little-endian number (0 while
+the channel delivers no pulses). The bench uses it as its instrument on the simulator
+of a device that cannot measure its own current."""
+
+
+def encode_measure_current(channel: int) -> bytes:
+    """The :data:`SIM_INJECT` data that asks the simulator for channel ``channel``'s current."""
+    if not 1 <= channel <= 255:
+        raise ValueError(f"channel {channel} is not 1-255")
+    return SIM_MEASURE_CURRENT + str(channel).encode("ascii")
+
+
+def parse_measure_current(data: bytes) -> int | None:
+    """The channel a :data:`SIM_INJECT` payload asks the current of; None: not that query.
+
+    Raises ``ValueError`` for a measure-current query whose channel is not a number.
+    """
+    if not data.startswith(SIM_MEASURE_CURRENT):
+        return None
+    text = data.removeprefix(SIM_MEASURE_CURRENT)
+    if not text.isdigit() or len(text) > 3:
+        raise ValueError(f"measure-current: channel {text!r} is not a number")
+    return int(text)
+
+
+def decode_measure_current_reply(payload: bytes) -> int:
+    """The current (uA) in a successful measure-current reply (after the result byte)."""
+    if len(payload) != 5:
+        raise MessageError(f"measure-current reply has {len(payload)} bytes, expected 5")
+    return int.from_bytes(payload[1:], "little")
+
+
 HOST_COMMANDS = frozenset(
     {
         Command.INIT_ACK,

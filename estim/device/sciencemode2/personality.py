@@ -21,6 +21,9 @@ docs/devices/rehastim2.md ("The simulator"). In short:
   ``StimulationError -2``; an over-current or output-stage fault as -3. Either stops
   stimulation and returns to START, so the host must re-initialise, which clears the
   latched fault (the device has no separate clear command).
+- Simulator-only command 200 (not ScienceMode2): inject a fault spec, press the
+  emergency switch, or (``measure-current:ch=N``) read the current delivered into a
+  channel's load, as an instrument on the bench would.
 - Client quirks tolerated: pyScienceMode's unescaped, XOR-ed counter and command
   bytes; clients that escape only 0xF0, 0x0F and 0x81. The device's own counter skips
   the five special values so that clients which index reply bytes by position parse
@@ -71,6 +74,7 @@ from estim.device.sciencemode2.messages import (
     command_from_wire,
     counter_from_wire,
     decode,
+    parse_measure_current,
 )
 from estim.device.simulator.hardware import Refusal, SimulatedStimulator
 from estim.device.simulator.personality import Personality
@@ -275,6 +279,15 @@ class ScienceMode2Personality(Personality):
             self._send(UnknownCommand())
             return
         result = Result.OK
+        try:
+            channel = parse_measure_current(payload)
+        except ValueError as err:
+            self._trace("refused", "SIM_INJECT", str(err))
+            self._send(Unrecognised(SIM_INJECT_ACK, bytes((Result.PARAMETER_ERROR & 0xFF,))))
+            return
+        if channel is not None:
+            self._measure_current(channel)
+            return
         if payload == EMERGENCY_SWITCH_SPEC:
             self._send(Unrecognised(SIM_INJECT_ACK, bytes((result,))))
             self._press_emergency_switch()
@@ -286,6 +299,23 @@ class ScienceMode2Personality(Personality):
             self._trace("refused", "SIM_INJECT", str(err))
             result = Result.PARAMETER_ERROR
         self._send(Unrecognised(SIM_INJECT_ACK, bytes((result & 0xFF,))))
+
+    def _measure_current(self, channel: int) -> None:
+        """Simulator-only query: the peak current delivered into ``channel``'s load now.
+
+        This is what an oscilloscope across the simulated load would read: the hardware
+        model's delivered current (commanded, or less where the compliance voltage
+        bites), 0 while the channel sends no pulses. A real device has no such command.
+        """
+        if channel not in self.hardware.channel_numbers:
+            self._trace("refused", "SIM_INJECT", f"measure-current: no channel {channel}")
+            self._send(Unrecognised(SIM_INJECT_ACK, bytes((Result.PARAMETER_ERROR & 0xFF,))))
+            return
+        state = self.hardware.outputs()[self.hardware.channel_numbers.index(channel)]
+        peak_ua = state.amplitude_ua if state.output_on else 0
+        self.hardware.trace.record("instrument", channel=channel, peak_ua=peak_ua)
+        reply = bytes((Result.OK,)) + peak_ua.to_bytes(4, "little")
+        self._send(Unrecognised(SIM_INJECT_ACK, reply))
 
     def _press_emergency_switch(self) -> None:
         """The patient's or operator's emergency switch: the device stops and says so."""
