@@ -25,6 +25,7 @@ by a second STOP ALL, so nothing the loop sends can outlive the stop.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -81,13 +82,34 @@ from estim.session.summary import Outcome, SessionSummary, delivered
 
 log = logging.getLogger(__name__)
 
-PUBLISH_INTERVAL_NS = 50 * NS_PER_MS
+POLL_MERGE_NS = 5 * NS_PER_MS
+"""A status poll due this close before a phase boundary is taken just after it."""
+
+PUBLISH_INTERVAL_NS = 100 * NS_PER_MS
 """At most one display snapshot per this much clock time, unless the state changed."""
 
 RECORDS_CAUSE = "CONTROLLER-RECORDS"
 """Recorded as the cause when the event log could not be written (fail safe: stop)."""
 
 _COMMAND_TRIGGERS = frozenset(Trigger) - {Trigger.TRIP, Trigger.FINISH, Trigger.EMERGENCY_STOP}
+
+
+class WakeSignal:
+    """An auto-resetting wake-up: ``set()`` from any thread (or a signal handler) ends the
+    loop's current ``wait()`` or the next one. One lock, no allocation per wait: the
+    loop waits twenty times a second for hours."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held: "no wake pending"
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already released: a wake is pending
+            self._lock.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        """True if woken (the wake is consumed), False at the timeout."""
+        return self._lock.acquire(timeout=timeout_s)
 
 
 # --- settings and snapshot ---------------------------------------------------------------
@@ -203,7 +225,7 @@ class SessionRunner:
         self._emergency_sources: list[str] = []
         self._emergency_errors: list[str] = []
         self._emergency_handled = 0
-        self._wake = threading.Event()
+        self._wake = WakeSignal()
         self._commands: deque[_Command] = deque()
         self._commands_lock = threading.Lock()
         self._close_requested = threading.Event()
@@ -231,6 +253,8 @@ class SessionRunner:
         self.impedance = ImpedanceRange.for_profile(profile)
         protocol = plan.resolved.protocol
         self.dose_cap = DoseCap(protocol.sessions_per_day, protocol.sessions_per_week)
+        self._resolution_ua = plan.resolution_ua  # (a Decimal conversion: once, not per step)
+        self._device_ramps = profile.output.device_ramps
         self.preflight_findings = PreflightFindings()
         # time
         self._started_ns: int | None = None
@@ -296,6 +320,12 @@ class SessionRunner:
         return self._view
 
     @property
+    def schedule_origin_ns(self) -> int:
+        """The clock time at which schedule time 0 fell (shifted by any pauses), so that
+        a boundary at ``t_us`` is due at ``schedule_origin_ns + t_us * 1000``."""
+        return self._resumed_at_ns - self._sched_offset_us * NS_PER_US
+
+    @property
     def skipped_interlocks(self) -> tuple[tuple[str, str], ...]:
         """Interlocks that cannot act in this session, each with the reason."""
         skipped = self.interlocks.skipped
@@ -354,17 +384,25 @@ class SessionRunner:
         """When the loop must next run: poll tick, phase boundary, ramp step, director."""
         now = self.clock.now_ns()
         period = self.settings.control_period_ns
-        candidates = [self._next_poll_ns if self._link_open else now + period]
+        poll_ns = self._next_poll_ns if self._link_open else now + period
+        candidates = [poll_ns]
         state = self.machine.state
         if state is State.RUNNING:
-            candidates.extend(self._running_deadlines(now))
+            boundary_ns, *others = self._running_deadlines(now)
+            if poll_ns < boundary_ns <= poll_ns + POLL_MERGE_NS:
+                # A poll due just before a phase boundary waits for it: the boundary's
+                # command goes first, then the poll, in one step, so that a status
+                # round trip never delays a boundary.
+                candidates = [boundary_ns]
+            else:
+                candidates.append(boundary_ns)
+            candidates.extend(others)
         elif state is State.STOPPING:
             candidates.append(now + self.settings.ramp_update_ns)
         if self._director_next_ns is not None:
             candidates.append(self._director_next_ns)
-        with self._commands_lock:
-            if self._commands:
-                candidates.append(now)
+        if self._commands:  # deque truthiness is atomic; no lock needed to peek
+            candidates.append(now)
         if self._emergency_pending():
             candidates.append(now)
         return max(now, min(candidates))
@@ -465,7 +503,7 @@ class SessionRunner:
             self._emit("interlock_skipped", {"interlock_id": interlock_id, "reason": reason})
 
     def _run_commands(self) -> None:
-        while True:
+        while self._commands:
             with self._commands_lock:
                 if not self._commands:
                     return
@@ -634,7 +672,7 @@ class SessionRunner:
         segment = schedule.segment_at(t_us)
         assert segment is not None
         target = self.machine.target_ua
-        if self.plan.profile.output.device_ramps:
+        if self._device_ramps:
             # The device ramps by itself: command the plateau for the whole burst.
             amplitude = target if segment.phase.stimulating else 0
         else:
@@ -891,7 +929,7 @@ class SessionRunner:
         end_us = segment.end_us if segment is not None else schedule.duration_us
         deadlines.append(self._resumed_at_ns + (end_us - self._sched_offset_us) * NS_PER_US)
         ramping = segment is not None and segment.start_level != segment.end_level
-        if (ramping or self._resume_ramp) and not self.plan.profile.output.device_ramps:
+        if (ramping or self._resume_ramp) and not self._device_ramps:
             deadlines.append(now + self.settings.ramp_update_ns)
         return deadlines
 
@@ -899,29 +937,22 @@ class SessionRunner:
         if self.clock.is_virtual:
             self.clock.sleep_until(deadline_ns)
             return
-        # Wait on the wake event (an emergency stop, a command or a device event cuts
-        # it short). Its timed wait overshoots by tens of microseconds, well inside the
-        # 2 ms phase-boundary budget, without spinning a core; a rare early return is
-        # finished by the clock.
+        # Wait on the wake signal (an emergency stop, a command or a device event cuts
+        # it short). A timed lock wait overshoots by tens of microseconds, well inside
+        # the 2 ms phase-boundary budget, without spinning a core; an early return (a
+        # wake) runs the loop at once, and a rare early timeout is finished by the clock.
         remaining = deadline_ns - self.clock.now_ns()
         if remaining > 0 and self._wake.wait(remaining / NS_PER_S):
-            self._wake.clear()
             return
-        self._wake.clear()
-        if not (self._emergency_pending() or self._has_commands()):
+        if not (self._emergency_pending() or self._commands):
             self.clock.sleep_until(deadline_ns)
-
-    def _has_commands(self) -> bool:
-        with self._commands_lock:
-            return bool(self._commands)
 
     def _note_reply(self) -> None:
         self._last_reply_ns = self.clock.now_ns()
 
     def _quantize(self, amplitude_ua: int) -> int:
         """Down to the device's resolution: never above what the envelope asks."""
-        resolution = self.plan.resolution_ua
-        return amplitude_ua - amplitude_ua % resolution
+        return amplitude_ua - amplitude_ua % self._resolution_ua
 
     # --- events and the view ----------------------------------------------------------------
 
@@ -996,7 +1027,7 @@ class SessionRunner:
     def _publish(self, now: int, *, force: bool = False) -> None:
         m = self.machine
         state = m.state
-        # Displays redraw ten times a second: a snapshot per 50 ms of clock time (and
+        # Displays redraw ten times a second: a snapshot per 100 ms of clock time (and
         # on every change of state) is plenty, and keeps virtual-time runs fast.
         if (
             not force
