@@ -107,11 +107,15 @@ def make_plan(
     *,
     cycles: int | None = 2,
     max_ma: Decimal = Decimal(30),
-    step_ma: Decimal | None = None,
+    step_ma: Decimal | None = Decimal("0.5"),
     findings: FindingsReading | None = None,
     dose: DoseReading | None = None,
 ) -> SessionPlan:
-    """A plan for a library protocol on a built-in profile (default estim-pf2)."""
+    """A plan for a library protocol on a built-in profile (default estim-pf2).
+
+    The titration step defaults to 0.5 mA (a prescription choice within every library
+    protocol's step), so tests do not depend on the library's own step; None uses it.
+    """
     protocol = get_protocol(protocol_id)
     resolved = resolve(demo_prescription(protocol, max_ma=max_ma, step_ma=step_ma), protocol)
     schedule = compile_schedule(resolved)

@@ -83,7 +83,7 @@ def test_a_forced_fault_from_anywhere_is_part_of_the_story() -> None:
 
 
 def test_plan_binds_every_ceiling_and_picks_the_lowest() -> None:
-    plan = make_plan(max_ma=Decimal(30))
+    plan = make_plan(max_ma=Decimal(30), step_ma=None)  # no step: the protocol's
     sources = {c.source: c.ua for c in plan.amplitude.ceilings}
     assert sources["patient prescription"] == 30_000
     assert sources["protocol stress"] == 50_000
@@ -92,6 +92,7 @@ def test_plan_binds_every_ceiling_and_picks_the_lowest() -> None:
     assert plan.step_ua == 1_000  # the protocol's step (largest allowed)
     assert plan.channels == (1,)
     assert plan.ramp_up_us == plan.ramp_down_us == 1_000_000
+    assert make_plan(step_ma=Decimal("0.5")).step_ua == 500  # a finer prescribed step
 
 
 def test_plan_refuses_a_step_the_device_cannot_set() -> None:
