@@ -6,7 +6,11 @@ calls the controller makes) except where a check must bypass the controller on p
 1. ``identity``: model, firmware range and channel count match the profile (and, where
    the device reports them, its amplitude limit and watchdog timeout).
 2. ``amplitude-accuracy``: at several test points per channel, measured current is
-   within the profile's tolerance of the commanded current.
+   within the profile's tolerance of the commanded current. Measured by the device
+   (status readback) when it can; otherwise from outside, on a known bench load, by a
+   :class:`~estim.validation.current.CurrentSource`: the technician's instrument
+   (typed at a prompt, or recorded in a file) or, on estim's simulator, the
+   simulator's own instrument. With no source the check is *not verified*.
 3. ``refuses-over-limit``: the device itself refuses an amplitude, a phase width and a
    rate beyond the profile's limits, and does not clamp: the controller's own limits are
    bypassed for this check only, by talking to the driver directly.
@@ -39,10 +43,21 @@ from estim.device.base import ChannelConfig, DeviceEvent, DeviceIdentity, FaultF
 from estim.device.profile import DeviceProfile
 from estim.errors import DeviceError, DeviceRejected
 from estim.protocols.models import ShapeKind
+from estim.validation.current import (
+    BENCH_LOAD_OHM,
+    AccuracyPoint,
+    CurrentSource,
+    NotMeasured,
+    accuracy_amplitudes_ua,
+    accuracy_plan,
+    describe_plan,
+    simulator_instrument_for,
+)
 from estim.validation.record import (
     CheckResult,
     DeviceUnit,
     Measurement,
+    MeasurementMethod,
     Outcome,
     ValidationRecord,
     utc_now,
@@ -58,8 +73,9 @@ STOP_ACK_LIMIT_MS = 20
 
 STOP_TRIALS = 20
 READINGS_PER_POINT = 5
-TEST_POINT_FRACTIONS = (Fraction(1, 10), Fraction(1, 4), Fraction(1, 2), Fraction(9, 10))
 SIM_INJECTION = "sim-fault-injection"
+
+ACCURACY_TITLE = "Amplitude accuracy within the profile's tolerance"
 
 Prompt = Callable[[str], bool]
 """Ask the technician to do something; True when done, False when they cannot."""
@@ -97,6 +113,8 @@ class BenchValidation:
         clock: Clock | None = None,
         prompt: Prompt | None = None,
         progress: Callable[[str], None] | None = None,
+        current_source: CurrentSource | None = None,
+        bench_load_ohm: int = BENCH_LOAD_OHM,
     ) -> None:
         if stimulator.identity is None:
             raise ValueError("open the stimulator before validating it")
@@ -109,6 +127,11 @@ class BenchValidation:
         self.clock: Clock = clock or getattr(stimulator, "clock", None) or MonotonicClock()
         self.prompt = prompt
         self.progress = progress or (lambda text: None)
+        self.current_source = current_source
+        """Who measures output current; None: the device, or (on estim's simulator of a
+        device that cannot) the simulator instrument, or nobody (not verified)."""
+        self.bench_load_ohm = bench_load_ohm
+        """The known load on each channel for an external measurement."""
         self.events = _Events()
 
     # --- the whole run ----------------------------------------------------------------
@@ -201,16 +224,9 @@ class BenchValidation:
 
     def check_amplitude_accuracy(self) -> CheckResult:
         """Amplitude accuracy at several test points."""
-        title = "Amplitude accuracy within the profile's tolerance"
         measure = self.profile.measurement
-        if not measure.measures_current:
-            return CheckResult(
-                id="amplitude-accuracy",
-                title=title,
-                outcome=Outcome.NOT_VERIFIED,
-                detail="the device cannot measure its output current: measure it with an "
-                "oscilloscope across the bench load and validate by hand",
-            )
+        if self.current_source is not None or not measure.measures_current:
+            return self._external_accuracy()
         measurements: list[Measurement] = []
         for channel in range(1, self.profile.output.channels + 1):
             load_ohm = self._load_ohm(channel)
@@ -234,14 +250,90 @@ class BenchValidation:
                         unit="uA",
                         limit=f"{target_ua} +/- {_fmt(tolerance)} uA",
                         passed=abs(worst - target_ua) <= tolerance,
+                        method=MeasurementMethod.DEVICE_READBACK,
+                        source="the device's own current measurement (status)",
                     )
                 )
             self.stim.output_off()
         return _result(
             "amplitude-accuracy",
-            title,
+            ACCURACY_TITLE,
             measurements,
             failure="measured current strayed beyond the tolerance",
+        )
+
+    def accuracy_plan(self) -> tuple[AccuracyPoint, ...]:
+        """The test points of an external accuracy measurement on the bench load."""
+        return accuracy_plan(self.profile, self.bench_load_ohm)
+
+    def _external_accuracy(self) -> CheckResult:
+        """Accuracy measured from outside: each point on, read, off; a channel at a time.
+
+        The output is on only while a reading is taken: it goes off after each point,
+        and at once (STOP) if the reading fails in any way, Ctrl-C included.
+        """
+        points = self.accuracy_plan()
+        source = self.current_source or simulator_instrument_for(self.stim)
+        if source is None:
+            return CheckResult(
+                id="amplitude-accuracy",
+                title=ACCURACY_TITLE,
+                outcome=Outcome.NOT_VERIFIED,
+                detail=f"not measured: the {self.profile.identity.model} cannot measure its "
+                "output current and no external measurement was given (a technician at "
+                "the bench prompt, or a measurements file); test points: " + describe_plan(points),
+            )
+        measurements = [
+            Measurement(name="method", text=source.describe(), method=source.method),
+        ]
+        try:
+            for channel in range(1, self.profile.output.channels + 1):
+                source.connect_channel(channel, self.bench_load_ohm)  # output is off
+                measurements.append(
+                    Measurement(
+                        name=f"ch{channel} bench load",
+                        value=self.bench_load_ohm,
+                        unit="ohm",
+                        source="declared by the technician"
+                        if source.method is MeasurementMethod.EXTERNAL_INSTRUMENT
+                        else "placed on the simulator",
+                    )
+                )
+                for point in (p for p in points if p.channel == channel):
+                    measurements.append(self._external_reading(source, point))
+        except NotMeasured as why:
+            return CheckResult(
+                id="amplitude-accuracy",
+                title=ACCURACY_TITLE,
+                outcome=Outcome.NOT_VERIFIED,
+                detail=f"not measured: {why}; every test point needs a reading "
+                f"({describe_plan(points)})",
+                measurements=tuple(measurements),
+            )
+        return _result(
+            "amplitude-accuracy",
+            ACCURACY_TITLE,
+            measurements,
+            failure="measured current strayed beyond the tolerance",
+        )
+
+    def _external_reading(self, source: CurrentSource, point: AccuracyPoint) -> Measurement:
+        self._stimulate(point.channel, point.commanded_ua)
+        try:
+            reading = source.read(point)
+        except BaseException:
+            self.stim.stop_all()  # at once, whatever went wrong (Ctrl-C, EOF, no reading)
+            raise
+        self.stim.output_off()
+        source.finished(point, reading)
+        return Measurement(
+            name=f"ch{point.channel} at {point.commanded_ua} uA",
+            value=reading.measured_ua,
+            unit="uA",
+            limit=point.limit(),
+            passed=point.accepts(reading.measured_ua),
+            method=reading.method,
+            source=reading.source,
         )
 
     # --- 3. refuses over-limit ----------------------------------------------------------
@@ -533,13 +625,7 @@ class BenchValidation:
 
     def _test_points(self, load_ohm: int | None) -> list[int]:
         """Amplitudes to test: fractions of what the hardware can drive into this load."""
-        out = self.profile.output
-        usable = Fraction(out.amplitude_max_ua)
-        if load_ohm:
-            compliance_ua = Fraction(out.compliance_voltage_v) * 1_000_000 / load_ohm
-            usable = min(usable, compliance_ua * Fraction(9, 10))
-        step = out.amplitude_resolution_ua
-        return sorted({max(step, floor(usable * f / step) * step) for f in TEST_POINT_FRACTIONS})
+        return accuracy_amplitudes_ua(self.profile, load_ohm)
 
     def _safe_config(self, channel: int) -> ChannelConfig:
         """A modest pulse the profile allows: ~200 us phases at ~20 Hz."""

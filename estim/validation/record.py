@@ -3,9 +3,12 @@
 Written by ``estim profile bench`` and kept by the clinic. A record binds the profile
 (by its canonical SHA-256, so any edit to the profile invalidates it), the device unit
 (serial number and firmware as the device reported them), the technician, the date,
-and every measurement with its limit and verdict. Sessions refuse a device that has no
-passing record matching both the profile and the connected unit
-(:func:`check_record`).
+and every measurement with its limit, its verdict and, for output current, how it was
+measured (:class:`MeasurementMethod`). Sessions refuse a device that has no passing
+record matching both the profile and the connected unit (:func:`check_record`).
+
+Format versions: 1 (no measurement methods) and 2 (``method`` and ``source`` on a
+measurement) are read; 2 is written.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ from estim.errors import InputError, PreflightBlocked
 from estim.files import load_model, to_json
 from estim.protocols.models import Frozen
 
-RECORD_SPEC_VERSION = 1
+RECORD_SPEC_VERSION = 2
 """The newest validation-record format this code understands; newer files are refused."""
+
+SIMULATOR_CAPABILITY = "sim-fault-injection"
+"""Capability every estim simulator reports (its simulator-only command)."""
+
+SERIAL_NOT_REPORTED = "not reported"
+"""What a device identity's serial number starts with when the protocol carries none
+(ScienceMode2: "not reported by ScienceMode2")."""
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # Decimals go out as JSON numbers (not strings) so a record reads back as it was written:
@@ -39,6 +49,14 @@ class Outcome(StrEnum):
     NOT_VERIFIED = "not verified"  # could not be checked here: counts as not passed
 
 
+class MeasurementMethod(StrEnum):
+    """How a figure was measured (recorded for output current)."""
+
+    DEVICE_READBACK = "device readback"  # the device's own current measurement
+    EXTERNAL_INSTRUMENT = "external instrument"  # a technician's scope or meter
+    SIMULATOR_INSTRUMENT = "simulator instrument"  # estim's simulator: its load model
+
+
 class Measurement(Frozen):
     """One measured figure, with the limit it was held against."""
 
@@ -48,6 +66,8 @@ class Measurement(Frozen):
     unit: str = ""
     limit: str | None = None
     passed: bool | None = None  # None: informational
+    method: MeasurementMethod | None = None  # how it was measured (output current)
+    source: str | None = None  # who or what measured it, in words (technician, file)
 
     @property
     def shown(self) -> str:
@@ -126,6 +146,15 @@ class ValidationRecord(Frozen):
     def matches(self, profile: DeviceProfile, identity: DeviceIdentity) -> bool:
         return not record_problems(self, profile, identity)
 
+    @property
+    def made_on_simulator(self) -> bool:
+        return SIMULATOR_CAPABILITY in self.device.capabilities
+
+
+def serial_reported(identity: DeviceIdentity | DeviceUnit) -> bool:
+    """False when the device's protocol carries no serial number (ScienceMode2)."""
+    return not identity.serial_number.startswith(SERIAL_NOT_REPORTED)
+
 
 def record_problems(
     record: ValidationRecord, profile: DeviceProfile, identity: DeviceIdentity
@@ -152,6 +181,13 @@ def record_problems(
         )
     if record.device.model != identity.model:
         problems.append(f"the record is for model {record.device.model!r}, not {identity.model!r}")
+    # A unit that reports no serial number (ScienceMode2) is told apart from estim's
+    # simulator of it only by the simulator's capability: a record made on the
+    # simulator must never vouch for real hardware.
+    if record.made_on_simulator and SIMULATOR_CAPABILITY not in identity.capabilities:
+        problems.append(
+            "the record was made on estim's simulator; the connected device is not a simulator"
+        )
     return problems
 
 
@@ -159,15 +195,14 @@ def check_record(
     record: ValidationRecord | None, profile: DeviceProfile, identity: DeviceIdentity
 ) -> None:
     """Refuse (``PreflightBlocked``) unless ``record`` vouches for this profile and unit."""
-    fix = (
-        f"run `estim profile bench PROFILE --port PORT` on serial {identity.serial_number} "
-        "and keep the record it writes"
+    unit = (
+        f"{identity.model} serial {identity.serial_number}"
+        if serial_reported(identity)
+        else f"this {identity.model} (its serial number is {identity.serial_number})"
     )
+    fix = f"run `estim profile bench PROFILE --port PORT` on {unit} and keep the record it writes"
     if record is None:
-        raise PreflightBlocked(
-            f"no bench validation record for {identity.model} serial "
-            f"{identity.serial_number}; {fix}"
-        )
+        raise PreflightBlocked(f"no bench validation record for {unit}; {fix}")
     problems = record_problems(record, profile, identity)
     if problems:
         raise PreflightBlocked(

@@ -272,7 +272,11 @@ def test_the_record_vouches_only_for_its_profile_and_unit(
     device, clock = virtual
     record = bench(PF2, device, device.url, clock=clock)
     unit = DeviceIdentity(
-        model=PF2.identity.model, serial_number="SIM000002", firmware="1.0", protocol_version=1
+        model=PF2.identity.model,
+        serial_number="SIM000002",
+        firmware="1.0",
+        protocol_version=1,
+        capabilities=frozenset({"sim-fault-injection"}),  # the simulator it was made on
     )
     assert record.matches(PF2, unit)
     check_record(record, PF2, unit)
