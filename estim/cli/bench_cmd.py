@@ -2,8 +2,19 @@
 
 Connects to the device (or the simulator), runs the checks of
 :mod:`estim.validation.bench`, prints a pass/fail table, writes the validation record
-(JSON), and exits 0 when every check passed, 1 when any did not, 3 when the device
-could not be reached.
+(JSON), and exits 0 when every check passed, 1 when any did not, 2 on invalid input,
+3 when the device could not be reached, 4 when the technician stopped it (Ctrl-C: the
+output is stopped first, no record is written).
+
+Output current, on a device that cannot measure its own (``measures_current =
+false``), is measured from outside on a known bench load, by the first of:
+
+1. ``--measurements FILE``: readings the technician recorded (checked against the test
+   points before anything is switched on; ``--test-points`` prints a file to fill in);
+2. estim's simulator: its own instrument (the current its load model delivers);
+3. the technician at a terminal (``--interactive``, the default when stdin is one): each
+   test point is switched on in turn and the reading typed in;
+4. nobody: the check is *not verified*, the bench fails, and says how to supply them.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from estim.cli.bench_prompt import BenchTerminal
 from estim.cli.profile_cmd import find_profile, profile_app
 from estim.cli.render import print_json, stdout_console
 from estim.device.base import Stimulator
@@ -28,7 +40,28 @@ from estim.device.registry import driver_class
 from estim.device.simulator import SimulatedDevice
 from estim.errors import InputError
 from estim.validation.bench import BenchValidation
-from estim.validation.record import Outcome, ValidationRecord, save_record
+from estim.validation.current import (
+    BENCH_LOAD_OHM,
+    AccuracyPoint,
+    CurrentSource,
+    RecordedMeasurements,
+    SimulatorInstrument,
+    TechnicianEntry,
+    accuracy_plan,
+    describe_plan,
+    load_measurements,
+    measurements_template,
+    simulator_instrument_for,
+)
+from estim.validation.record import (
+    Outcome,
+    ValidationRecord,
+    save_record,
+    serial_reported,
+)
+
+EXIT_STOPPED = 4
+"""The technician stopped the bench (Ctrl-C): output stopped, no record."""
 
 _OUTCOME_STYLE = {
     Outcome.PASS: ("PASS", "bold green"),
@@ -42,13 +75,13 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
         str, typer.Argument(help="The profile to prove: a file or a built-in name (estim-pf2).")
     ],
     port: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--port",
             help="The device: /dev/ttyUSB0, a pty from `estim sim`, any pyserial URL, "
             "or `sim` for an in-process simulator of this profile.",
         ),
-    ],
+    ] = None,
     technician: Annotated[
         str | None,
         typer.Option("--technician", help="Who ran the bench (default: your login name)."),
@@ -69,40 +102,110 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the record as JSON instead of a table.")
     ] = False,
+    measurements: Annotated[
+        Path | None,
+        typer.Option(
+            "--measurements",
+            help="Output current readings you took on the bench load (TOML or JSON; "
+            "--test-points prints one to fill in), for a device that cannot measure "
+            "its own current.",
+        ),
+    ] = None,
+    load_ohm: Annotated[
+        int | None,
+        typer.Option(
+            "--load-ohm",
+            min=1,
+            help=f"The bench load on each channel for measuring output current "
+            f"[default: {BENCH_LOAD_OHM}, or the measurements file's].",
+            show_default=False,
+        ),
+    ] = None,
+    instrument: Annotated[
+        str | None,
+        typer.Option(
+            "--instrument",
+            help="What you measure current with, for the record "
+            '(e.g. "oscilloscope, 10 ohm shunt").',
+        ),
+    ] = None,
+    test_points: Annotated[
+        bool,
+        typer.Option(
+            "--test-points",
+            help="Print the output-current test points as a measurements file to fill "
+            "in, and exit (no device needed).",
+        ),
+    ] = False,
 ) -> None:
     """Prove a device profile true on one device unit and write a validation record.
 
     Checks identity, amplitude accuracy, that the device refuses over-limit commands by
-    itself, the watchdog, STOP ALL latency and open-circuit detection. Exit code 0 when
-    every check passed, 1 when any did not, 3 when the device could not be reached.
+    itself, the watchdog, STOP ALL latency and open-circuit detection. A device that
+    cannot measure its own output current is measured on the bench load: by you at the
+    prompt, from --measurements FILE, or (on estim's simulator) by the simulator's
+    instrument. Exit code 0 when every check passed, 1 when any did not, 2 on invalid
+    input, 3 when the device could not be reached, 4 when stopped with Ctrl-C.
     """
     # Device events and stops are in the table; keep the driver's log lines off stderr.
     logging.getLogger("estim").addHandler(logging.NullHandler())
     loaded = find_profile(profile)
     who = technician or _login_name()
+    recorded = None
+    if measurements is not None:
+        recorded = load_measurements(measurements, technician=who)
+        if instrument is not None:
+            raise InputError(
+                f"--instrument is for readings typed at the prompt; {measurements} says its "
+                'own: write instrument = "..." in the file'
+            )
+    load = _bench_load(load_ohm, recorded)
+    plan = accuracy_plan(loaded, load)
+    if test_points:
+        sys.stdout.write(measurements_template(loaded, plan))
+        _say(f"test points: {describe_plan(plan)}")
+        return
+    if recorded is not None:
+        recorded.match(plan)  # refused before anything is switched on
+    if port is None:
+        raise InputError(
+            "give the device: --port /dev/ttyUSB0 (or a pty from `estim sim`, or sim); "
+            "--test-points prints the output-current test points without one"
+        )
     ask = sys.stdin.isatty() if interactive is None else interactive
+    terminal = BenchTerminal(instrument=instrument) if ask else None
     simulator: SimulatedDevice | None = None
     url = port
     if port == "sim":
         simulator = SimulatedDevice(loaded)
         url = simulator.url
     try:
-        stim = _open(loaded, url)
         try:
-            record = BenchValidation(
-                loaded,
-                stim,
-                technician=who,
-                port=port,
-                profile_source=profile,
-                prompt=_confirm if ask else None,
-                progress=_say,
-            ).run()
+            stim = _open(loaded, url)
+            try:
+                record = BenchValidation(
+                    loaded,
+                    stim,
+                    technician=who,
+                    port=port,
+                    profile_source=profile,
+                    prompt=terminal.confirm if terminal else None,
+                    progress=_say,
+                    current_source=_current_source(
+                        loaded, stim, recorded, simulator, terminal, who, instrument
+                    ),
+                    bench_load_ohm=load,
+                ).run()
+            finally:
+                stim.close()
         finally:
-            stim.close()
-    finally:
-        if simulator is not None:
-            simulator.close()
+            if simulator is not None:
+                simulator.close()
+    except KeyboardInterrupt:
+        # The bench stopped the output when the interrupt reached it, and closing the
+        # driver sent STOP again: say so, and write no record of a bench not finished.
+        _say("stopped (Ctrl-C): output stopped, port closed; no record written")
+        raise typer.Exit(EXIT_STOPPED) from None
     path = save_record(record, out or _default_path(record))
     if json_out:
         print_json(record.model_dump(mode="json"))
@@ -113,8 +216,102 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
         style = "bold green" if record.passed else "bold red"
         console.print(Text(f"Bench validation {verdict}; record written to {path}", style=style))
     _say(f"record: {path}")
+    accuracy = _check_outcome(record, "amplitude-accuracy")
+    if accuracy is Outcome.NOT_VERIFIED and recorded is None:
+        guidance = how_to_measure(loaded, profile, port, plan)
+        if json_out:
+            sys.stderr.write(guidance + "\n")
+        else:
+            stdout_console().print(Text(guidance))
     if not record.passed:
         raise typer.Exit(1)
+
+
+def how_to_measure(
+    profile: DeviceProfile, profile_ref: str, port: str, plan: tuple[AccuracyPoint, ...]
+) -> str:
+    """Exactly how to supply the output-current readings the bench could not take."""
+    load = plan[0].load_ohm if plan else BENCH_LOAD_OHM
+    model = profile.identity.model
+    reason = (
+        f"the {model} cannot measure its output current"
+        if not profile.measurement.measures_current
+        else "the readings were not all taken"
+    )
+    return "\n".join(
+        [
+            f"Amplitude accuracy was not verified: {reason}. Measure it on the bench and "
+            "run the bench again, one of two ways:",
+            f"  1. In a terminal (stdin a terminal, or --interactive), with a {load} ohm "
+            "load and an oscilloscope across a shunt (or a true-r.m.s. meter) on each "
+            "channel in turn: the bench switches each test point on and asks for the "
+            "peak current you read.",
+            f'       estim profile bench {profile_ref} --port {port} --instrument "scope, '
+            '10 ohm shunt"',
+            "  2. Take the readings yourself and give them in a file:",
+            f"       estim profile bench {profile_ref} --test-points > measurements.toml   "
+            "# then fill in each measured_ma",
+            f"       estim profile bench {profile_ref} --port {port} "
+            "--measurements measurements.toml",
+            f"Test points: {describe_plan(plan)}.",
+        ]
+    )
+
+
+def _bench_load(load_ohm: int | None, recorded: RecordedMeasurements | None) -> int:
+    if recorded is None:
+        return load_ohm or BENCH_LOAD_OHM
+    if load_ohm is not None and load_ohm != recorded.load_ohm:
+        raise InputError(
+            f"--load-ohm {load_ohm} but {recorded.origin} was measured on "
+            f"load_ohm = {recorded.load_ohm}: give one load"
+        )
+    return recorded.load_ohm
+
+
+def _current_source(  # noqa: PLR0917 - the choices, in order
+    profile: DeviceProfile,
+    stim: Stimulator,
+    recorded: RecordedMeasurements | None,
+    simulator: SimulatedDevice | None,
+    terminal: BenchTerminal | None,
+    technician: str,
+    instrument: str | None,
+) -> CurrentSource | None:
+    """Who measures output current (None: the device itself, or nobody)."""
+    if recorded is not None:
+        return recorded
+    if profile.measurement.measures_current:
+        return None  # the device's readback
+    from_simulator = simulator_instrument_for(stim)
+    if from_simulator is not None:
+        return from_simulator
+    if simulator is not None:
+        return _in_process_instrument(simulator)
+    if terminal is not None:
+        return TechnicianEntry(terminal, technician=technician, instrument=instrument)
+    return None
+
+
+def _in_process_instrument(device: SimulatedDevice) -> SimulatorInstrument:
+    """The instrument of an in-process simulator whose protocol has no such query."""
+
+    def peak_ua(channel: int) -> int:
+        state = device.hardware.outputs()[channel - 1]
+        return state.amplitude_ua if state.output_on else 0
+
+    return SimulatorInstrument(
+        lambda channel, ohm: device.inject(f"load:ch={channel},ohm={ohm}"),
+        peak_ua,
+        where="read from the in-process simulator",
+    )
+
+
+def _check_outcome(record: ValidationRecord, check_id: str) -> Outcome | None:
+    try:
+        return record.check(check_id).outcome
+    except KeyError:
+        return None
 
 
 def record_table(record: ValidationRecord) -> Table:
@@ -164,7 +361,8 @@ def _open(profile: DeviceProfile, url: str) -> Stimulator:
 
 
 def _default_path(record: ValidationRecord) -> Path:
-    serial = re.sub(r"[^A-Za-z0-9_.-]+", "_", record.device.serial_number)
+    unit = record.device.serial_number if serial_reported(record.device) else record.device.model
+    serial = re.sub(r"[^A-Za-z0-9_.-]+", "_", unit)
     stamp = record.finished_at.strftime("%Y%m%dT%H%M%SZ")
     return Path(f"bench-{serial}-{stamp}.json")
 
@@ -174,10 +372,6 @@ def _login_name() -> str:
         return getpass.getuser()
     except (KeyError, OSError) as err:
         raise InputError("cannot tell who you are: give --technician NAME") from err
-
-
-def _confirm(text: str) -> bool:
-    return typer.confirm(text, default=True, err=True)
 
 
 def _say(text: str) -> None:

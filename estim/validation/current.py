@@ -454,9 +454,10 @@ def measurements_template(profile: DeviceProfile, points: Iterable[AccuracyPoint
         f"# Bench measurements for {ident.manufacturer} {ident.model} "
         f"(profile sha256 {profile.sha256[:12]}).",
         f"# Put the {load} ohm bench load on one channel at a time, with an oscilloscope",
-        "# across a shunt in series with it (or a true-r.m.s. meter). Command each point",
-        "# below (the device's own panel will do), read the peak current, and write it as",
-        "# measured_ma. Then: estim profile bench PROFILE --port PORT --measurements FILE",
+        "# across a shunt in series with it (or a true-r.m.s. meter). Have the unit deliver",
+        "# each point below on that channel (200 us phases at 20 Hz, as the bench sends),",
+        "# read the peak current, and write it as measured_ma. Then run",
+        "# estim profile bench PROFILE --port PORT --measurements THIS_FILE",
         f"spec_version = {MEASUREMENTS_SPEC_VERSION}",
         f'kind = "{MEASUREMENTS_KIND}"',
         '# technician = "Your Name"        # who measured (default: the bench --technician)',
