@@ -117,7 +117,7 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
             "--load-ohm",
             min=1,
             help=f"The bench load on each channel for measuring output current "
-            f"[default: {BENCH_LOAD_OHM}, or the measurements file's].",
+            f"(default: {BENCH_LOAD_OHM}, or the measurements file's).",
             show_default=False,
         ),
     ] = None,

@@ -78,13 +78,13 @@ def demo(
     ] = None,
     profile_file: Annotated[
         Path | None,
-        typer.Option("--profile", help="Device profile (TOML/JSON) [default: built-in estim-pf2]."),
+        typer.Option("--profile", help="Device profile (TOML/JSON) (default: built-in estim-pf2)."),
     ] = None,
     db: Annotated[
         Path | None,
         typer.Option(
             "--db",
-            help="Demo records database [default: demo.db in the user's data directory].",
+            help="Demo records database (default: demo.db in the user's data directory).",
             show_default=False,
         ),
     ] = None,

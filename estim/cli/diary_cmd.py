@@ -58,7 +58,7 @@ def add_command(
     reps: Annotated[int, typer.Option("--reps", help="Starting block: repetitions (0-12).")],
     blocks: Annotated[int, typer.Option("--blocks", help="Blocks done that day (target 4-6).")],
     day: Annotated[
-        str, typer.Option("--date", help="The day, YYYY-MM-DD [default: today].")
+        str, typer.Option("--date", help="The day, YYYY-MM-DD.")
     ] = "today",
     fast: Annotated[int, typer.Option("--fast", help="Fast contractions.")] = 0,
     leaks: Annotated[int, typer.Option("--leaks", help="Leakage episodes.")] = 0,
@@ -147,9 +147,9 @@ def show_command(
     *,
     since: Annotated[
         str | None,
-        typer.Option("--from", help=f"First day [default: {DEFAULT_SHOW_DAYS} days ago]."),
+        typer.Option("--from", help=f"First day (default: {DEFAULT_SHOW_DAYS} days ago)."),
     ] = None,
-    until: Annotated[str | None, typer.Option("--to", help="Last day [default: today].")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Last day (default: today).")] = None,
     all_days: Annotated[
         bool, typer.Option("--all", help="From the first record to today.")
     ] = False,

@@ -232,7 +232,7 @@ def prescribe_command(
     ] = None,
     step_ma: Annotated[
         str | None,
-        typer.Option("--step-ma", help="Titration step, mA [default: the protocol's]."),
+        typer.Option("--step-ma", help="Titration step, mA (default: the protocol's)."),
     ] = None,
     adjust: Annotated[
         list[str] | None,
@@ -244,9 +244,9 @@ def prescribe_command(
         str | None, typer.Option("--prescriber", help="Who prescribes (asked if omitted).")
     ] = None,
     start: Annotated[
-        str | None, typer.Option("--start", help="First day, YYYY-MM-DD [default: today].")
+        str | None, typer.Option("--start", help="First day, YYYY-MM-DD (default: today).")
     ] = None,
-    end: Annotated[str | None, typer.Option("--end", help="Last day [default: open].")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Last day (default: open).")] = None,
     notes: Annotated[str, typer.Option("--notes", help="Notes on the course.")] = "",
     checklist: Annotated[
         Path | None,
@@ -515,7 +515,7 @@ def answer_command(
     ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Who answers (the prescriber).")] = None,
     course: Annotated[
-        int | None, typer.Option("--course", help="Course number [default: active today].")
+        int | None, typer.Option("--course", help="Course number (default: active today).")
     ] = None,
     ask: Annotated[
         bool, typer.Option("--ask", help="Ask the questions even without a terminal.")
@@ -548,7 +548,7 @@ def answer_command(
 def checklist_show_command(
     code: CodeArg,
     course: Annotated[
-        int | None, typer.Option("--course", help="Course number [default: active today].")
+        int | None, typer.Option("--course", help="Course number (default: active today).")
     ] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,

@@ -33,7 +33,7 @@ DbOpt = Annotated[
         "--db",
         envvar="ESTIM_DB",
         help="Records database: a file path or a database URL "
-        "[default: records.db in the user's data directory].",
+        "(default: records.db in the user's data directory).",
         show_default=False,
     ),
 ]

@@ -28,9 +28,9 @@ def report_command(
         typer.Option("--html", help="Also write a self-contained printable HTML report here."),
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--from", help="First day [default: the first record].")
+        str | None, typer.Option("--from", help="First day (default: the first record).")
     ] = None,
-    until: Annotated[str | None, typer.Option("--to", help="Last day [default: today].")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Last day (default: today).")] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

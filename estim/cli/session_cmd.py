@@ -74,7 +74,7 @@ def start(
     ],
     profile_file: Annotated[
         Path | None,
-        typer.Option("--profile", help="Device profile (TOML/JSON) [default: built-in estim-pf2]."),
+        typer.Option("--profile", help="Device profile (TOML/JSON) (default: built-in estim-pf2)."),
     ] = None,
     validation_file: Annotated[
         Path | None,
@@ -86,7 +86,7 @@ def start(
     ] = None,
     clinician: Annotated[
         str | None,
-        typer.Option("--clinician", help="Who runs the session [default: your user name]."),
+        typer.Option("--clinician", help="Who runs the session (default: your user name)."),
     ] = None,
     acknowledge: Annotated[
         list[str] | None,
@@ -117,7 +117,7 @@ def start(
         typer.Option(
             "--db",
             envvar="ESTIM_DB",
-            help="Records database [default: records.db in the user's data directory].",
+            help="Records database (default: records.db in the user's data directory).",
             show_default=False,
         ),
     ] = None,
