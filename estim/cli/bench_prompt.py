@@ -59,7 +59,7 @@ class BenchTerminal:
         self.console.print(
             OUTPUT_OFF_BADGE,
             Text(
-                f" Channel {channel}: connect the {load_ohm} ohm bench load to channel "
+                f"Channel {channel}: connect the {load_ohm} ohm bench load to channel "
                 f"{channel}, and your instrument across it: an oscilloscope across a shunt "
                 "in series with the load, or a true-r.m.s. meter"
                 + (f" ({self.instrument})" if self.instrument else "")
@@ -80,7 +80,7 @@ class BenchTerminal:
         self.console.print(
             OUTPUT_ON_BADGE,
             Text(
-                f" channel {point.channel}: {point.commanded_ma} mA commanded into the "
+                f"channel {point.channel}: {point.commanded_ma} mA commanded into the "
                 f"{point.load_ohm} ohm load; passes from {point.window()}",
                 style="bold",
             ),
@@ -112,7 +112,7 @@ class BenchTerminal:
         )
         self.console.print(
             OUTPUT_OFF_BADGE,
-            Text(f" channel {point.channel}: {ua_to_ma(reading.measured_ua)} mA read, "),
+            Text(f"channel {point.channel}: {ua_to_ma(reading.measured_ua)} mA read,"),
             verdict,
         )
 
