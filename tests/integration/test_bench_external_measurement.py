@@ -405,3 +405,150 @@ def test_a_record_made_on_the_simulator_does_not_vouch_for_a_real_rehastim2(
     assert "TRIP IL-DEVICE-VALIDATION" in result.output
     assert "made on estim's simulator" in " ".join(result.output.split())
     assert not device.hardware.any_output_on
+
+
+# --- the technician at the prompt, through the command line ----------------------------------
+
+
+def typed_readings(*, stop_after: int | None = None, off: dict[int, str] | None = None) -> str:
+    """What a technician types: "y" per channel, one reading per point, "n" to pulling a lead."""
+    lines: list[str] = []
+    for index, point in enumerate(accuracy_plan(REHASTIM2, 1000)):
+        if stop_after is not None and index == stop_after:
+            return "\n".join(lines) + "\n"
+        if point.commanded_ua == 11_000:
+            lines.append("y")  # channel connected
+        lines.append((off or {}).get(index, str(point.commanded_ma)))
+    lines.append("n")  # cannot pull the electrode lead now
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.pty
+def test_readings_typed_at_the_prompt_go_into_the_record(
+    tmp_path: Path, pty_rehastim2: tuple[str, SimulatedDevice]
+) -> None:
+    path, device = pty_rehastim2
+    device.personality.inject_fault = None  # a real RehaStim2: the technician measures
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "profile", "bench", PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+            "--instrument", "scope, 10 ohm shunt", "--out", str(out), "--interactive",
+        ],
+        input=typed_readings(off={10: "55.5 mA"}),  # channel 3 at 56 mA
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output  # the lead was not pulled: not verified
+    record = load_record(out)
+    accuracy = record.check("amplitude-accuracy")
+    assert accuracy.outcome is Outcome.PASS
+    by_name = {m.name: m for m in accuracy.measurements}
+    assert by_name["ch3 at 56000 uA"].value == 55_500
+    assert by_name["ch3 at 56000 uA"].source == (
+        "entered by Tess Tech at the bench prompt; instrument: scope, 10 ohm shunt"
+    )
+    assert record.check("open-circuit").outcome is Outcome.NOT_VERIFIED
+    assert not device.trace.records("instrument")
+
+
+@pytest.mark.pty
+def test_the_input_ending_at_the_prompt_leaves_the_output_off(
+    tmp_path: Path, pty_rehastim2: tuple[str, SimulatedDevice]
+) -> None:
+    path, device = pty_rehastim2
+    device.personality.inject_fault = None
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "profile", "bench", PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+            "--out", str(out), "--interactive",
+        ],
+        input=typed_readings(stop_after=6),
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    record = load_record(out)
+    accuracy = record.check("amplitude-accuracy")
+    assert accuracy.outcome is Outcome.NOT_VERIFIED
+    assert "the input ended" in accuracy.detail
+    assert record.check("open-circuit").outcome is Outcome.NOT_VERIFIED
+    assert "Amplitude accuracy was not verified" in " ".join(result.output.split())
+
+
+@pytest.mark.pty
+def test_ctrl_c_during_the_bench_stops_the_output_and_writes_no_record(
+    tmp_path: Path, estim_sim: tuple[str, Path]
+) -> None:
+    port, _trace = estim_sim
+    out = tmp_path / "bench.json"
+    run = Process(
+        "profile", "bench", PROFILE_FILE, "--port", port, "--technician", "Tess Tech",
+        "--out", str(out), "--no-interactive",
+    )  # fmt: skip
+    try:
+        run.wait_for("bench: Watchdog stops output")  # the 2 s watchdog check is under way
+        run.proc.send_signal(signal.SIGINT)
+        code = run.finish()
+    finally:
+        run.stop()
+    assert code == 4, run.output
+    assert "stopped (Ctrl-C): output stopped, port closed; no record written" in run.output
+    assert "Traceback" not in run.output
+    assert not out.exists()
+    # estim_sim's teardown checks the output stage ended at zero.
+
+
+# --- other simulators and bad options ----------------------------------------------------------
+
+
+def test_an_in_process_simulator_measures_for_a_profile_without_readback(tmp_path: Path) -> None:
+    from estim.device.profile import load_profile
+    from estim.files import to_toml
+
+    pf2 = builtin_profile("estim-pf2")
+    data = pf2.model_dump(mode="python")
+    data["measurement"] = {**data["measurement"], "measures_current": False}
+    blind = tmp_path / "pf2-no-readback.toml"
+    blind.write_text(to_toml(type(pf2).model_validate(data)), encoding="utf-8")
+    assert not load_profile(blind).measurement.measures_current
+    out = tmp_path / "bench.json"
+    code, printed = bench(
+        str(blind), "--port", "sim", "--technician", "Tess Tech", "--out", str(out),
+        "--no-interactive",
+    )  # fmt: skip
+    assert code == 0, printed
+    accuracy = load_record(out).check("amplitude-accuracy")
+    readings = [m for m in accuracy.measurements if m.unit == "uA"]
+    assert readings
+    assert all(m.passed for m in readings)
+    assert {m.source for m in readings} == {
+        "estim simulator load model, read from the in-process simulator"
+    }
+
+
+def test_the_test_points_print_as_a_file_to_fill_in() -> None:
+    code, printed = bench(PROFILE_FILE, "--test-points", "--load-ohm", "2000")
+    assert code == 0
+    assert printed.count("[[points]]") == 32
+    assert "load_ohm = 2000" in printed
+    assert "commanded_ma = 51" in printed
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "give the device: --port"),
+        (["--load-ohm", "500", "--port", "sim"], "--load-ohm 500 but"),
+        (["--instrument", "scope", "--port", "sim"], "--instrument is for readings typed"),
+    ],
+)
+def test_conflicting_or_missing_options_are_refused_with_exit_2(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    readings = measurements_file(tmp_path / "m.toml")
+    args = [PROFILE_FILE, *extra]
+    if extra:
+        args += ["--measurements", str(readings)]
+    code, printed = bench(*args)
+    assert code == 2, printed
+    assert message in " ".join(printed.split())
