@@ -249,6 +249,8 @@ def checklist_template() -> str:
     """A TOML checklist for the prescriber to fill in, every item present and commented."""
     lines = [
         "# estim contraindication checklist: answer every item true (yes) or false (no).",
+        '# Every answer starts as "?": a file with any "?" left is refused, so an',
+        "# unedited template can never read as 'no contraindications'.",
         "# Absolute contraindications answered true block every session of the course.",
         "# Precautions answered true need an override with a reason, e.g.",
         "#   [overrides.loss_of_sensation]",
@@ -261,5 +263,5 @@ def checklist_template() -> str:
     ]
     for item, spec in ITEMS.items():
         lines.append(f"# {spec.item_class.value}: {spec.question}")
-        lines.append(f"{item.value} = false")
+        lines.append(f'{item.value} = "?"')
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from estim.errors import InputError
 from estim.files import parse_toml, validate
 from estim.records.checklist import (
     ITEMS,
@@ -150,9 +151,13 @@ def test_a_checklist_dated_in_the_future_blocks() -> None:
 
 
 def test_the_template_lists_every_item_and_loads_once_filled_in() -> None:
-    text = checklist_template().replace('answered_by = ""', 'answered_by = "Dr. A. Visser"')
+    template = checklist_template()
     for item in ChecklistItem:
-        assert f"{item.value} = false" in text
+        assert f'{item.value} = "?"' in template
+    with pytest.raises(InputError, match="implanted_electronic_device"):  # unanswered: refused
+        validate(ContraindicationChecklist, parse_toml(template, "t"), "t", "checklist")
+    text = template.replace('answered_by = ""', 'answered_by = "Dr. A. Visser"')
+    text = text.replace('= "?"', "= false")
     loaded = validate(ContraindicationChecklist, parse_toml(text, "t"), "t", "checklist")
     assert loaded.unanswered == []
     assert not any(loaded.answers.values())
