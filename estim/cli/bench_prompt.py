@@ -20,7 +20,7 @@ from rich.prompt import Confirm, Prompt
 from rich.text import Text
 
 from estim.errors import InputError
-from estim.units import ua_to_ma
+from estim.units import ma_to_ua, ua_to_ma
 from estim.validation.current import AccuracyPoint, CurrentReading, parse_measured_ma
 
 OUTPUT_ON_BADGE = Text(" OUTPUT ON ", style="bold white on red")
@@ -100,9 +100,28 @@ class BenchTerminal:
             if answer.strip().lower() in SKIP_ANSWERS:
                 return None
             try:
-                return parse_measured_ma(answer)
+                value = parse_measured_ma(answer)
             except InputError as err:
                 self.console.print(Text(f"  {err}; type the reading in mA, e.g. 11.2"))
+                continue
+            if point.accepts(ma_to_ua(value)) or self._keep_outlier(point, value):
+                return value
+
+    def _keep_outlier(self, point: AccuracyPoint, value: Decimal) -> bool:
+        """A reading outside the window fails the bench: make sure it is not a typo."""
+        try:
+            return Confirm.ask(
+                Text(
+                    f"{value} mA is outside {point.window()}: record it as measured "
+                    "(the check fails)? n: type it again",
+                    style="bold red",
+                ),
+                console=self.console,
+                default=False,
+            )
+        except EOFError:
+            self._ended()
+            raise
 
     def output_off(self, point: AccuracyPoint, reading: CurrentReading) -> None:
         verdict = (

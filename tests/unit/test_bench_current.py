@@ -399,6 +399,16 @@ def test_the_terminal_shows_output_on_and_asks_again_after_nonsense(
     assert " output off  channel 1: 11.4 mA read, within tolerance" in shown
 
 
+def test_a_reading_outside_the_window_is_confirmed_before_it_is_kept(
+    screen: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = terminal_with(screen, "1.2\nn\n12\n8\ny\n", monkeypatch)
+    assert terminal.measured_ma(PLAN[0]) == Decimal("12")  # the typo, typed again
+    assert terminal.measured_ma(PLAN[0]) == Decimal("8")  # out of tolerance, kept
+    shown = " ".join(screen.getvalue().split())
+    assert shown.count("is outside 9 to 13 mA (11 mA +/- 2 mA): record it as measured") == 2
+
+
 def test_the_terminal_says_out_of_tolerance(
     screen: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
