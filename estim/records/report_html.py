@@ -402,14 +402,21 @@ def _amplitude_chart(report: Report) -> str:
 def _date_axis(ax: Any, days: Sequence[date]) -> None:
     from matplotlib import dates as mdates
 
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
+    span_days = (max(days) - min(days)).days if days else 0
+    # A diary is kept by the day: never tick hours, even for a report of one day.
+    locator: Any
+    if span_days <= 14:
+        locator = mdates.DayLocator(interval=max(1, (span_days + 6) // 7))  # type: ignore[no-untyped-call]
+    else:
+        locator = mdates.AutoDateLocator(minticks=3, maxticks=8)  # type: ignore[no-untyped-call]
     formatter = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(formatter)
     if days:
         first = mdates.date2num(min(days))  # type: ignore[no-untyped-call]
         last = mdates.date2num(max(days))  # type: ignore[no-untyped-call]
-        ax.set_xlim(first - 0.6, last + 0.6)
+        pad = max(0.6, (3 - span_days) / 2)  # a single day still gets a readable axis
+        ax.set_xlim(first - pad, last + pad)
 
 
 def _week_axis(ax: Any, weeks: Sequence[date]) -> None:
