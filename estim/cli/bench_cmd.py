@@ -222,7 +222,7 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
         if json_out:
             sys.stderr.write(guidance + "\n")
         else:
-            stdout_console().print(Text(guidance))
+            stdout_console().print(Text(guidance), soft_wrap=True)  # commands unbroken
     if not record.passed:
         raise typer.Exit(1)
 
@@ -249,8 +249,8 @@ def how_to_measure(
             f'       estim profile bench {profile_ref} --port {port} --instrument "scope, '
             '10 ohm shunt"',
             "  2. Take the readings yourself and give them in a file:",
-            f"       estim profile bench {profile_ref} --test-points > measurements.toml   "
-            "# then fill in each measured_ma",
+            f"       estim profile bench {profile_ref} --test-points > measurements.toml"
+            "   # fill in measured_ma",
             f"       estim profile bench {profile_ref} --port {port} "
             "--measurements measurements.toml",
             f"Test points: {describe_plan(plan)}.",
