@@ -1,6 +1,8 @@
 """Technician bench validation of a device profile on one device unit.
 
 - :mod:`~estim.validation.bench`: the checks (:class:`BenchValidation`).
+- :mod:`~estim.validation.current`: output-current test points and who measures them
+  when the device cannot (technician, measurements file, simulator instrument).
 - :mod:`~estim.validation.record`: the validation record (frozen, JSON, SHA-256 bound)
   that sessions require before they use a device.
 """
@@ -9,6 +11,7 @@ from estim.validation.record import (
     CheckResult,
     DeviceUnit,
     Measurement,
+    MeasurementMethod,
     Outcome,
     ValidationRecord,
     check_record,
@@ -21,6 +24,7 @@ __all__ = [
     "CheckResult",
     "DeviceUnit",
     "Measurement",
+    "MeasurementMethod",
     "Outcome",
     "ValidationRecord",
     "check_record",
