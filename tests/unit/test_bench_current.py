@@ -363,6 +363,29 @@ def test_ctrl_c_at_the_prompt_stops_the_output_and_ends_the_bench(
     assert device.trace.records("stop")[-1]["reason"] == "StopChannelListMode"
 
 
+def test_ctrl_c_at_the_open_electrode_prompt_leaves_the_output_off(
+    real_looking: tuple[SimulatedDevice, ScienceMode2Stimulator],
+) -> None:
+    device, driver = real_looking
+    asked: list[bool] = []
+
+    def pull_the_lead(text: str) -> bool:
+        asked.append(device.hardware.any_output_on)  # on while the lead is to be pulled
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        BenchValidation(
+            REHASTIM2,
+            driver,
+            technician="Tess Tech",
+            port="/dev/ttyUSB0",
+            prompt=pull_the_lead,
+            current_source=TechnicianEntry(Technician(device, {}), technician="Tess Tech"),
+        ).run()
+    assert asked == [True]
+    assert not device.hardware.any_output_on  # before the driver closes (fixture)
+
+
 # --- the terminal the technician sees ----------------------------------------------------------
 
 
