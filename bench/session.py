@@ -146,29 +146,35 @@ def start_session(port: str, plan: SessionPlan) -> Running:
 
 @contextmanager
 def estim_sim(trace: Path, profile: DeviceProfile = PROFILE) -> Iterator[str]:
-    """``estim sim --trace FILE`` in its own process; yields its port path."""
+    """``estim sim --trace FILE`` in its own process; yields its port path.
+
+    Its output goes to a file, not a pipe: a pipe nobody reads would fill up and stall
+    the simulator in the middle of a long run.
+    """
     env = dict(os.environ)
     env.pop("ESTIM_DB", None)
     profile_file = trace.with_name("profile.json")
     profile_file.write_text(profile.model_dump_json(), encoding="utf-8")
-    proc = subprocess.Popen(
-        [ESTIM, "sim", "--profile", str(profile_file), "--trace", str(trace)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    log = trace.with_name("sim.out")
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [ESTIM, "sim", "--profile", str(profile_file), "--trace", str(trace)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
-        assert proc.stdout is not None
-        port = proc.stdout.readline().strip()
-        if not port.startswith("/dev/"):
-            raise RuntimeError(f"estim sim did not print its port (got {port!r})")
+        deadline = time.monotonic() + 30
+        port = ""
+        while not port.startswith("/dev/"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"estim sim did not print its port: {log.read_text()!r}")
+            time.sleep(0.05)
+            port = log.read_text(encoding="utf-8").partition("\n")[0].strip()
         yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def output_records(trace: Path, channel: int = 1) -> list[dict[str, Any]]:
@@ -207,7 +213,7 @@ def figure_emergency_stop_while_running(context: BenchContext) -> list[Figure]:
         with estim_sim(trace) as port:
             while len(triggers) < n:
                 running = start_session(port, plan)
-                time.sleep(rng.uniform(0.25, 1.5))  # into the ramp or the plateau
+                time.sleep(rng.uniform(0.25, 0.8))  # into the ramp or the plateau
                 pressed = time.monotonic_ns()
                 running.runner.emergency_stop("bench")
                 running.wait_until(lambda r: r.machine.state is State.ABORTED)
@@ -235,7 +241,7 @@ def figure_emergency_stop_while_running(context: BenchContext) -> list[Figure]:
 
 def figure_interlock_trip_to_output_zero(context: BenchContext) -> list[Figure]:
     """A fault injected into the simulator -> output zero / FAULT latched."""
-    n = context.trials(100, 10)
+    n = context.trials(60, 10)
     plan = plan_for(short_protocol(ramp_s="0.2", on_s="2", off_s="0.5", minutes="1"))
     rng = random.Random(5)
     impedance_zero: list[int] = []
@@ -249,7 +255,7 @@ def figure_interlock_trip_to_output_zero(context: BenchContext) -> list[Figure]:
             device.inject("load:ch=1,ohm=800")
             device.hardware.clear_faults()
             running = start_session(server.path, plan)
-            time.sleep(rng.uniform(0.3, 1.5))
+            time.sleep(rng.uniform(0.3, 0.8))
             device.inject("open:ch=1" if opening else "load:ch=1,ohm=5000")
             injected = int(device.trace.records("inject")[-1]["t_ns"])
             running.wait_until(lambda r: r.machine.state is State.FAULT)
