@@ -57,7 +57,6 @@ from estim.errors import (
     ProtocolError,
 )
 from estim.events import EventSink, JsonValue, SessionEvent
-from estim.protocols.schedule import FULL_LEVEL, SegmentPhase
 from estim.safety.interlocks import (
     INTERLOCKS,
     ChannelReading,
@@ -1116,11 +1115,9 @@ def _trip_data(trip: Trip) -> dict[str, JsonValue]:
 
 
 __all__ = [
-    "FULL_LEVEL",
     "Director",
-    "DriverPort",
     "RunnerSettings",
-    "SegmentPhase",
     "SessionRunner",
     "SessionView",
+    "WakeSignal",
 ]
