@@ -302,11 +302,14 @@ class BenchValidation:
                 for point in (p for p in points if p.channel == channel):
                     measurements.append(self._external_reading(source, point))
         except NotMeasured as why:
+            # A reading already out of tolerance is a failure, whatever is missing.
+            strayed = any(m.passed is False for m in measurements)
             return CheckResult(
                 id="amplitude-accuracy",
                 title=ACCURACY_TITLE,
-                outcome=Outcome.NOT_VERIFIED,
-                detail=f"not measured: {why}; every test point needs a reading "
+                outcome=Outcome.FAIL if strayed else Outcome.NOT_VERIFIED,
+                detail=("measured current strayed beyond the tolerance; " if strayed else "")
+                + f"not measured: {why}; every test point needs a reading "
                 f"({describe_plan(points)})",
                 measurements=tuple(measurements),
             )

@@ -339,6 +339,16 @@ def test_a_missing_reading_is_not_verified_and_the_output_goes_off(
     assert not device.hardware.any_output_on
 
 
+def test_a_reading_out_of_tolerance_fails_even_if_a_later_one_is_missing(
+    real_looking: tuple[SimulatedDevice, ScienceMode2Stimulator],
+) -> None:
+    device, driver = real_looking
+    record, _ = run_bench(driver, Technician(device, {(1, 11_000): "20", (1, 28_000): None}))
+    accuracy = record.check("amplitude-accuracy")
+    assert accuracy.outcome is Outcome.FAIL
+    assert accuracy.detail.startswith("measured current strayed beyond the tolerance; not ")
+
+
 def test_a_channel_the_technician_cannot_connect_is_not_verified(
     real_looking: tuple[SimulatedDevice, ScienceMode2Stimulator],
 ) -> None:
