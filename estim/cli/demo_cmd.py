@@ -199,17 +199,11 @@ def demo(
                 )
                 record = recorder.finish_from_summary(summary.to_dict())
         report = write_report(store, code, db_path.parent / f"{code}-report.html")
-    console.print(
-        summary_table(
-            summary,
-            [
-                ("wall time", f"{time.monotonic() - started:.1f} s"),
-                ("records", session_line(record, str(db_path))),
-                ("progress report", str(report)),
-                ("see also", f"estim report {code} --db {db_path}"),
-            ],
-        )
-    )
+    console.print(summary_table(summary, [("wall time", f"{time.monotonic() - started:.1f} s")]))
+    # Paths on lines of their own (never wrapped inside a table), to copy and paste.
+    console.print(session_line(record, str(db_path)), highlight=False, soft_wrap=True)
+    console.print(f"progress report: {report}", highlight=False, soft_wrap=True)
+    console.print(f"or: estim report {code} --db {db_path}", highlight=False, soft_wrap=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 

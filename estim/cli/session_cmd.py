@@ -235,15 +235,8 @@ def start(
                     runner, console=console, plain=plain, keys=interactive, clinician=who
                 )
                 record = recorder.finish_from_summary(summary.to_dict())
-    console.print(
-        summary_table(
-            summary,
-            [
-                ("wall time", f"{time.monotonic() - started:.1f} s"),
-                ("records", session_line(record, store.location)),
-            ],
-        )
-    )
+    console.print(summary_table(summary, [("wall time", f"{time.monotonic() - started:.1f} s")]))
+    console.print(session_line(record, store.location), highlight=False, soft_wrap=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 

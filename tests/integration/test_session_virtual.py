@@ -239,6 +239,21 @@ def test_target_changes_while_running_follow_the_envelope() -> None:
         assert rig.runner.summary().confirmed_ua == 10_000
 
 
+def test_a_device_that_ramps_by_itself_gets_the_plateau_for_the_whole_burst() -> None:
+    pf2 = builtin_profile("estim-pf2")
+    ramping = pf2.model_copy(
+        update={"output": pf2.output.model_copy(update={"device_ramps": True})}
+    )
+    with virtual_rig(make_plan(profile=ramping)) as rig:
+        titrate(rig, steps=24)
+        already = len(outputs(rig))
+        rig.command(T.START)
+        rig.step(periods=17 * 20)  # one whole cycle
+        levels = [o["amplitude_ua"] for o in outputs(rig)[already:] if o["output_on"]]
+        assert set(levels) == {0, 12_000}, "only the plateau and zero are commanded"
+        assert rig.runner.machine.state is State.RUNNING
+
+
 def test_a_refused_command_leaves_state_and_output_alone() -> None:
     with virtual_rig() as rig:
         start_session(rig, steps=24)

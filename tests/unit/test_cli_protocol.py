@@ -354,16 +354,6 @@ def test_profile_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "estim-lp1" in out
 
 
-def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "demo")
-    assert code == 0
-    assert "Protocol library" in out
-    assert "DEMO-001" in out
-    assert "PASS" in out
-    assert "Schedule: 70 cycle(s)" in out
-    assert "6.93 mA rms" in out  # 40 mA x sqrt(0.03)
-
-
 # --- a real process --------------------------------------------------------------------
 
 
