@@ -72,18 +72,24 @@ def demo(
         str | None,
         typer.Option(
             "--port",
+            metavar="URL",
             help="Use this device or running `estim sim` (path or pyserial URL) instead of "
             "starting the simulator.",
         ),
     ] = None,
     profile_file: Annotated[
         Path | None,
-        typer.Option("--profile", help="Device profile (TOML/JSON) (default: built-in estim-pf2)."),
+        typer.Option(
+            "--profile",
+            metavar="FILE",
+            help="Device profile (TOML/JSON) (default: built-in estim-pf2).",
+        ),
     ] = None,
     db: Annotated[
         Path | None,
         typer.Option(
             "--db",
+            metavar="PATH",
             help="Demo records database (default: demo.db in the user's data directory).",
             show_default=False,
         ),

@@ -47,7 +47,7 @@ session_app = typer.Typer(
 def diagram(
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the page here instead of printing it."),
+        typer.Option("--out", metavar="FILE", help="Write the page here instead of printing it."),
     ] = None,
 ) -> None:
     """The state machine as Markdown with a Mermaid diagram, generated from the table."""
@@ -70,28 +70,39 @@ def start(
     code: Annotated[str, typer.Argument(help="Pseudonymous patient code, e.g. PF-0042.")],
     *,
     port: Annotated[
-        str, typer.Option("--port", help="The stimulator: a serial port path or pyserial URL.")
+        str,
+        typer.Option(
+            "--port", metavar="URL", help="The stimulator: a serial port path or pyserial URL."
+        ),
     ],
     profile_file: Annotated[
         Path | None,
-        typer.Option("--profile", help="Device profile (TOML/JSON) (default: built-in estim-pf2)."),
+        typer.Option(
+            "--profile",
+            metavar="FILE",
+            help="Device profile (TOML/JSON) (default: built-in estim-pf2).",
+        ),
     ] = None,
     validation_file: Annotated[
         Path | None,
         typer.Option(
             "--validation",
+            metavar="FILE",
             help="The unit's bench validation record (estim profile bench --out FILE). "
             "Without one the session is refused at connect.",
         ),
     ] = None,
     clinician: Annotated[
         str | None,
-        typer.Option("--clinician", help="Who runs the session (default: your user name)."),
+        typer.Option(
+            "--clinician", metavar="NAME", help="Who runs the session (default: your user name)."
+        ),
     ] = None,
     acknowledge: Annotated[
         list[str] | None,
         typer.Option(
             "--acknowledge",
+            metavar="CODE",
             help="Acknowledge a static-check warning by its code (repeat for each).",
         ),
     ] = None,
@@ -99,6 +110,7 @@ def start(
         str | None,
         typer.Option(
             "--override-eligibility",
+            metavar="REASON",
             help="Stimulate although the diary shows voluntary contraction: the reason (logged).",
         ),
     ] = None,
@@ -106,6 +118,7 @@ def start(
         Decimal | None,
         typer.Option(
             "--titrate-to",
+            metavar="MA",
             help="Titrate automatically to this many mA and start (no keyboard needed).",
         ),
     ] = None,
@@ -116,6 +129,7 @@ def start(
         str | None,
         typer.Option(
             "--db",
+            metavar="PATH",
             envvar="ESTIM_DB",
             help="Records database (default: records.db in the user's data directory).",
             show_default=False,
@@ -209,6 +223,8 @@ def start(
             labels={"clinician": who},
             validation=validation[0],
         )
+        if target_ua is not None:
+            AutoSession(target_ua=target_ua).check_against(plan.ceiling_ua, plan.step_ua)
         with port_device(profile, port) as device:
             recorder = store.begin_session(
                 SessionStart(

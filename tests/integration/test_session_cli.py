@@ -286,6 +286,23 @@ def test_session_start_without_a_keyboard_needs_titrate_to(patient_db: Path) -> 
     assert "--titrate-to" in out
 
 
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("100", "above the ceiling 20 mA"), ("5.5", "whole number of 1 mA steps"), ("0", "above 0")],
+)
+def test_session_start_refuses_a_titration_target_it_cannot_reach(
+    patient_db: Path, target: str, message: str
+) -> None:
+    code, out = invoke(
+        [
+            *("session", "start", "PF-0042", "--port", "/dev/null", "--titrate-to", target),
+            *("--db", str(patient_db), "--clinician", "Dr Test"),
+        ]
+    )
+    assert code == 2, out
+    assert message in out
+
+
 @pytest.mark.pty
 @pytest.mark.trips("IL-DEVICE-VALIDATION")
 def test_session_start_refuses_a_unit_without_a_bench_record(
