@@ -14,8 +14,9 @@ simulator's *true* output stage, not against what the controller believes:
 2. the delivered amplitude never exceeds the prescription's ceiling, the protocol's,
    the device profile's, or any standard limit the plan carries;
 3. an emergency stop zeroes the output before the loop runs again; a fault the
-   controller can see is followed within one control period by FAULT (or ABORTED)
-   with the output at zero;
+   controller can see, and any error inside its world (an event log that cannot be
+   written, a driver call raising what nobody planned for), is followed within one
+   control period by FAULT (or ABORTED) with the output at zero;
 4. the machine never had to correct itself (its final output check never fired);
 5. the event log tells a consistent story (every transition legal from the one
    before; phases only forward; every event in the state it claims).
@@ -45,7 +46,7 @@ from estim.device.profile import DeviceProfile, builtin_profile
 from estim.device.registry import create_stimulator
 from estim.device.simulator import SimulatedDevice
 from estim.errors import DeviceError, EstimError, InterlockTripped, InvalidTransition
-from estim.events import MemorySink
+from estim.events import MemorySink, SessionEvent
 from estim.safety.interlocks import ChannelReading, StatusReading
 from estim.session.runner import SessionRunner
 from estim.session.states import State, Trigger
@@ -95,6 +96,21 @@ def profile_named(name: str) -> DeviceProfile:
     return _profiles[name]
 
 
+class FlakySink(MemorySink):
+    """A sink that can be told to fail, like a disk that fills up."""
+
+    failing = False
+    first_failure_ns: int | None = None
+    clock: VirtualClock | None = None
+
+    def append(self, event: SessionEvent) -> None:
+        if self.failing:
+            if self.first_failure_ns is None and self.clock is not None:
+                self.first_failure_ns = self.clock.now_ns()
+            raise OSError("disk full")
+        super().append(event)
+
+
 @dataclass
 class Truth:
     """The simulator's output stage, right now."""
@@ -109,7 +125,8 @@ class ControllerMachine(RuleBasedStateMachine):
         self.runner: SessionRunner | None = None
         self.device: SimulatedDevice | None = None
         self.clock = VirtualClock()
-        self.sink = MemorySink()
+        self.sink = FlakySink()
+        self.errors_fired_at: list[int] = []
         self.trace_seen = 0
         self.max_delivered_ua = 0
         self.stuck: set[int] = set()
@@ -142,6 +159,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.plan = make_plan(protocol_id, profile, cycles=2, max_ma=Decimal(ceiling))
         self.device = SimulatedDevice(profile, clock=self.clock, seed=seed)
         driver = create_stimulator(profile, self.device.url, clock=self.clock)
+        self.driver = driver
         self.runner = SessionRunner(driver, self.plan, clock=self.clock, sink=self.sink)
         self.period_ns = self.runner.settings.control_period_ns
         self.watchdog_ns = profile.link.watchdog_timeout_ms * NS_PER_MS
@@ -188,7 +206,7 @@ class ControllerMachine(RuleBasedStateMachine):
                 event(f"reached running: {State.RUNNING in visited}")
                 event(f"ended in {self.r.machine.state.value}")
                 self.runner.close()
-                story = check_story(self.sink.events)
+                story = check_story([*self.sink.events, *self.r.unsaved_events])
                 assert not story, "\n".join(map(str, story))
             if self.device is not None:
                 # A device cut off from the host stops by its own watchdog.
@@ -397,6 +415,42 @@ class ControllerMachine(RuleBasedStateMachine):
             self.stuck.add(1)
         self.d.inject(fault)
         self.step_loop(1)
+
+    @rule(kind=st.sampled_from(["sink", "command", "status"]), happen=RARELY)
+    def controller_error(self, kind: str, happen: bool) -> None:
+        """Something inside the controller's world raises: the event log cannot be
+        written, or a driver call fails with an error nobody planned for (a bug)."""
+        if not happen:
+            self.step_loop(1)
+            return
+        if kind == "sink":
+            self.sink.clock = self.clock
+            self.sink.failing = True
+        else:
+            name = "_set_amplitudes" if kind == "command" else "_status"
+            original = getattr(self.driver, name)
+
+            def broken(*args: object) -> object:
+                setattr(self.driver, name, original)  # once
+                self.errors_fired_at.append(self.clock.now_ns())
+                raise RuntimeError(f"injected bug in {name}")
+
+            setattr(self.driver, name, broken)
+        self.step_loop(2)
+
+    @invariant()
+    def errors_end_in_fault_with_output_zero_within_a_period(self) -> None:
+        if self.runner is None or self.link_gone():
+            return
+        fired = [*self.errors_fired_at]
+        if self.sink.first_failure_ns is not None:
+            fired.append(self.sink.first_failure_ns)
+        if not fired:
+            return
+        if self.clock.now_ns() - min(fired) >= self.period_ns:
+            state = self.r.machine.state
+            assert state in (State.FAULT, State.ABORTED), f"{state.value} after an error"
+            assert not self.truth().any_on
 
     @precondition(lambda self: self.runner is not None and self.r.machine.state is State.FAULT)
     @rule()
