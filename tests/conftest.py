@@ -32,11 +32,7 @@ def no_leaked_threads() -> object:
     """Every test must stop the threads it started (reader threads, simulators...)."""
     before = set(threading.enumerate())
     yield
-    leaked = [
-        t
-        for t in threading.enumerate()
-        if t not in before and t.is_alive()
-    ]
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     for t in leaked:
         t.join(timeout=2.0)
     still = [t.name for t in leaked if t.is_alive()]

@@ -57,9 +57,7 @@ def add_command(
     hold: Annotated[int, typer.Option("--hold", help="Starting block: hold time, seconds (0-10).")],
     reps: Annotated[int, typer.Option("--reps", help="Starting block: repetitions (0-12).")],
     blocks: Annotated[int, typer.Option("--blocks", help="Blocks done that day (target 4-6).")],
-    day: Annotated[
-        str, typer.Option("--date", help="The day, YYYY-MM-DD.")
-    ] = "today",
+    day: Annotated[str, typer.Option("--date", help="The day, YYYY-MM-DD.")] = "today",
     fast: Annotated[int, typer.Option("--fast", help="Fast contractions.")] = 0,
     leaks: Annotated[int, typer.Option("--leaks", help="Leakage episodes.")] = 0,
     maintenance: Annotated[
@@ -147,7 +145,10 @@ def show_command(
     *,
     since: Annotated[
         str | None,
-        typer.Option("--from", help=f"First day (default: {DEFAULT_SHOW_DAYS} days ago)."),
+        typer.Option(
+            "--from",
+            help=f"First day (default: {DEFAULT_SHOW_DAYS} days ago, or the first record).",
+        ),
     ] = None,
     until: Annotated[str | None, typer.Option("--to", help="Last day (default: today).")] = None,
     all_days: Annotated[
@@ -163,15 +164,15 @@ def show_command(
         last = parse_date(until, "--to") if until else store.today()
         diary = store.diary(code, end=last)
         sessions = store.sessions(code, end=last)
+        recorded = [e.day for e in diary] + [s.diary_day for s in sessions]
         if all_days:
-            days = [e.day for e in diary] + [s.diary_day for s in sessions]
-            first = min(days, default=last)
+            first = min(recorded, default=last)
+        elif since:
+            first = parse_date(since, "--from")
         else:
-            first = (
-                parse_date(since, "--from")
-                if since
-                else last - timedelta(days=DEFAULT_SHOW_DAYS - 1)
-            )
+            # The last four weeks, but not weeks of empty rows before the first record.
+            window_start = last - timedelta(days=DEFAULT_SHOW_DAYS - 1)
+            first = max(window_start, min(recorded, default=window_start))
     if first > last:
         raise InputError(f"--from {first} is after --to {last}")
     rows = side_by_side(diary, sessions, first, last)

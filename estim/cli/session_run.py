@@ -170,7 +170,10 @@ def narrate(event: SessionEvent) -> Text | None:
     if event.kind == "preflight":
         impedance = data.get("impedance_ohm")
         shown = (
-            ", ".join(f"channel {ch} {z} ohm" for ch, z in impedance.items())
+            ", ".join(
+                f"channel {ch} {z} ohm" if z is not None else f"channel {ch} not measurable"
+                for ch, z in impedance.items()
+            )
             if isinstance(impedance, dict)
             else "-"
         )
