@@ -21,7 +21,7 @@ module knows no driver (fault flags arrive as lower-case names, as in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
@@ -681,6 +681,10 @@ class ValidationReading:
 
     record: str | None  # the record's path; None: no record given
     problems: tuple[str, ...] = ()  # why it does not vouch for this unit
+    unit_confirmation: Mapping[str, str | bool | None] | None = None
+    """A person's confirmation of which unit is connected (the serial on its label, for
+    a device that reports none), logged by the controller as a ``unit_confirmation``
+    session event before the check; None: nobody was asked."""
 
 
 class DeviceValidation(Interlock[ValidationReading]):
@@ -690,11 +694,16 @@ class DeviceValidation(Interlock[ValidationReading]):
     STAGE = Stage.PREFLIGHT
     DESCRIPTION = (
         "No bench validation record (estim profile bench) vouches for this profile on "
-        "this unit (serial, firmware), so its limits, accuracy and trips are unproven."
+        "this unit (serial, firmware; for a device that reports no serial number, the "
+        "label serial a person confirmed), so its limits, accuracy and trips are unproven."
     )
 
     def should_trip(self, reading: ValidationReading) -> Trip | None:
-        fix = "run `estim profile bench PROFILE --port PORT` on this unit and keep the record"
+        fix = (
+            "run `estim profile bench PROFILE --port PORT` on this unit (with --unit-serial "
+            "SN, the serial on its label, if it reports none) and give the record with "
+            "--validation FILE"
+        )
         if reading.record is None:
             return self._trip(f"no bench validation record for the connected unit; {fix}")
         if reading.problems:

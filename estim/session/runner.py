@@ -578,7 +578,10 @@ class SessionRunner:
             IdentityReading(identity.model, identity.firmware, identity.serial_number)
         )
         if trip is None and self.plan.validation is not None:
-            trip = self.device_validation.should_trip(self.plan.validation(identity))
+            validation = self.plan.validation(identity)
+            if validation.unit_confirmation is not None:
+                self._emit("unit_confirmation", validation.unit_confirmation)
+            trip = self.device_validation.should_trip(validation)
         if trip is not None:
             return self._trip_now(trip)
         try:
