@@ -15,6 +15,10 @@ false``), is measured from outside on a known bench load, by the first of:
 3. the technician at a terminal (``--interactive``, the default when stdin is one): each
    test point is switched on in turn and the reading typed in;
 4. nobody: the check is *not verified*, the bench fails, and says how to supply them.
+
+A device that reports no serial number (the RehaStim2) is named by the serial on its
+label: ``--unit-serial SN`` is required for it (refused without, exit code 2, before
+any check), and the record keeps it as the unit's label serial.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from estim.device.profile import DeviceProfile
 from estim.device.registry import driver_class
 from estim.device.simulator import SimulatedDevice
 from estim.errors import InputError
-from estim.validation.bench import BenchValidation
+from estim.validation.bench import BenchValidation, check_label_serial
 from estim.validation.current import (
     BENCH_LOAD_OHM,
     AccuracyPoint,
@@ -54,8 +58,10 @@ from estim.validation.current import (
     simulator_instrument_for,
 )
 from estim.validation.record import (
+    UNIT_SERIAL_OPTION,
     Outcome,
     ValidationRecord,
+    parse_label_serial,
     save_record,
     serial_reported,
 )
@@ -137,6 +143,16 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
             "in, and exit (no device needed).",
         ),
     ] = False,
+    unit_serial: Annotated[
+        str | None,
+        typer.Option(
+            UNIT_SERIAL_OPTION,
+            metavar="SN",
+            help="The serial number printed on the unit's label, recorded as its label "
+            "serial. Required for a device that reports no serial number (the RehaStim2); "
+            "for one that does, it must be the serial the device reports.",
+        ),
+    ] = None,
 ) -> None:
     """Prove a device profile true on one device unit and write a validation record.
 
@@ -144,13 +160,15 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
     itself, the watchdog, STOP ALL latency and open-circuit detection. A device that
     cannot measure its own output current is measured on the bench load: by you at the
     prompt, from --measurements FILE, or (on estim's simulator) by the simulator's
-    instrument. Exit code 0 when every check passed, 1 when any did not, 2 on invalid
-    input, 3 when the device could not be reached, 4 when stopped with Ctrl-C.
+    instrument. A device that reports no serial number needs --unit-serial SN, the
+    serial on its label. Exit code 0 when every check passed, 1 when any did not, 2 on
+    invalid input, 3 when the device could not be reached, 4 when stopped with Ctrl-C.
     """
     # Device events and stops are in the table; keep the driver's log lines off stderr.
     logging.getLogger("estim").addHandler(logging.NullHandler())
     loaded = find_profile(profile)
     who = technician or _login_name()
+    label = None if unit_serial is None else parse_label_serial(unit_serial)
     recorded = None
     if measurements is not None:
         recorded = load_measurements(measurements, technician=who)
@@ -183,6 +201,13 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
         try:
             stim = _open(loaded, url)
             try:
+                # Before any check: a record that cannot name its unit vouches for none.
+                if stim.identity is not None:
+                    check_label_serial(
+                        stim.identity,
+                        label,
+                        command=f"estim profile bench {profile} --port {port}",
+                    )
                 record = BenchValidation(
                     loaded,
                     stim,
@@ -195,6 +220,9 @@ def bench_command(  # noqa: PLR0917 - one parameter per option
                         loaded, stim, recorded, simulator, terminal, who, instrument
                     ),
                     bench_load_ohm=load,
+                    label_serial=label,
+                    label_serial_source=f"entered by {who} with {UNIT_SERIAL_OPTION}, "
+                    "from the unit's label",
                 ).run()
             finally:
                 stim.close()
@@ -317,8 +345,11 @@ def _check_outcome(record: ValidationRecord, check_id: str) -> Outcome | None:
 def record_table(record: ValidationRecord) -> Table:
     """The checks and every measurement, readable at the bench."""
     device = record.device
+    serial = f"serial {device.serial_number}"
+    if device.label_serial is not None and not serial_reported(device):
+        serial = f"label serial {device.label_serial} (the device reports none)"
     table = Table(
-        title=f"{device.manufacturer} {device.model}, serial {device.serial_number}, "
+        title=f"{device.manufacturer} {device.model}, {serial}, "
         f"firmware {device.firmware} - profile {record.profile_sha256[:12]}",
         show_lines=False,
     )
@@ -361,7 +392,14 @@ def _open(profile: DeviceProfile, url: str) -> Stimulator:
 
 
 def _default_path(record: ValidationRecord) -> Path:
-    unit = record.device.serial_number if serial_reported(record.device) else record.device.model
+    device = record.device
+    unit = (
+        device.serial_number
+        if serial_reported(device)
+        else f"{device.model}-{device.label_serial}"
+        if device.label_serial is not None
+        else device.model
+    )
     serial = re.sub(r"[^A-Za-z0-9_.-]+", "_", unit)
     stamp = record.finished_at.strftime("%Y%m%dT%H%M%SZ")
     return Path(f"bench-{serial}-{stamp}.json")

@@ -9,7 +9,10 @@
    each warning must be acknowledged by name (``--acknowledge CODE``);
 3. the session opens in the records (the same checks again, inside the transaction),
    the controller connects, checks the device's identity and its bench validation
-   record (``--validation FILE``), measures electrode impedance, and waits for the
+   record (``--validation FILE``) and, for a device that reports no serial number, the
+   clinician's confirmation of the serial on the connected unit's label
+   (``--unit-serial SN``, or typed when asked in a terminal), measures electrode
+   impedance, and waits for the
    clinician: ``+``/``-`` titrate from zero by the prescribed step, ``c`` confirms,
    ``s`` starts, ``p`` pauses and resumes, ``q`` stops in order, space or Esc is the
    emergency stop (so are Ctrl-C and SIGTERM), ``a`` acknowledges a fault.
@@ -21,12 +24,14 @@ to that amplitude (never above the prescription's ceiling) and starts.
 from __future__ import annotations
 
 import getpass
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.text import Text
 
 from estim.errors import InputError, PreflightBlocked
@@ -36,6 +41,10 @@ if TYPE_CHECKING:
     from estim.device.profile import DeviceProfile
     from estim.records.models import ValidationRef
     from estim.session.plan import ValidationCheck
+    from estim.validation.record import UnitConfirmation, ValidationRecord
+
+EXIT_STOPPED = 4
+"""The clinician stopped at the unit confirmation (Ctrl-C): nothing was connected."""
 
 session_app = typer.Typer(
     help="Run a prescribed session; show the session state machine.",
@@ -90,6 +99,17 @@ def start(
             metavar="FILE",
             help="The unit's bench validation record (estim profile bench --out FILE). "
             "Without one the session is refused at connect.",
+        ),
+    ] = None,
+    unit_serial: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-serial",
+            metavar="SN",
+            help="The serial number on the label of the unit connected, confirming which "
+            "unit it is. Needed for a device that reports no serial number (the RehaStim2; "
+            "asked for when stdin is a terminal): it must be the label serial the bench "
+            "record names. For a device that reports its serial, it must match that.",
         ),
     ] = None,
     clinician: Annotated[
@@ -158,6 +178,7 @@ def start(
     from estim.session.director import AutoSession
     from estim.session.runner import SessionRunner
     from estim.units import ma_to_ua
+    from estim.validation.record import load_record, parse_label_serial
 
     started = time.monotonic()
     console = stdout_console()
@@ -175,8 +196,9 @@ def start(
     if target_ua is not None and target_ua <= 0:
         raise InputError(f"--titrate-to must be above 0 mA, got {titrate_to}")
     code = normalize_code(code)
+    given_serial = None if unit_serial is None else parse_label_serial(unit_serial)
     profile = load_profile(profile_file) if profile_file else builtin_profile("estim-pf2")
-    validation = _validation(validation_file, profile)
+    bench_record = None if validation_file is None else load_record(validation_file)
     override = (
         None
         if override_eligibility is None
@@ -214,6 +236,8 @@ def start(
                 f"warnings need a clinician's acknowledgement before a session: "
                 f"{', '.join(sorted(pending))}; read them above, then add {flags}"
             )
+        confirmation = _confirm_unit(bench_record, validation_file, given_serial, who, console)
+        validation = _validation(validation_file, bench_record, profile, confirmation)
         plan = build_plan(
             resolved,
             profile,
@@ -258,21 +282,89 @@ def start(
 
 
 def _validation(
-    path: Path | None, profile: DeviceProfile
+    path: Path | None,
+    record: ValidationRecord | None,
+    profile: DeviceProfile,
+    confirmation: UnitConfirmation | None,
 ) -> tuple[ValidationCheck, ValidationRef | None]:
-    """The plan's check against the connected unit, and the record's reference."""
+    """The plan's check against the connected unit, and the record's reference.
+
+    The check runs at connect (IL-DEVICE-VALIDATION); the clinician's confirmation of
+    the unit, if any, goes with it into the session log whether it matches or not.
+    """
     from estim.records.models import ValidationRef
     from estim.safety.interlocks import ValidationReading
-    from estim.validation.record import load_record, record_problems
+    from estim.validation.record import record_problems
 
-    if path is None:
-        return (lambda _identity: ValidationReading(None)), None
-    record = load_record(path)
+    def logged(identity: DeviceIdentity) -> dict[str, str | bool | None] | None:
+        return None if confirmation is None else confirmation.event_data(record, identity)
+
+    if path is None or record is None:
+        return (lambda identity: ValidationReading(None, unit_confirmation=logged(identity))), None
+    serial = None if confirmation is None else confirmation.serial
 
     def check(identity: DeviceIdentity) -> ValidationReading:
-        return ValidationReading(str(path), tuple(record_problems(record, profile, identity)))
+        return ValidationReading(
+            str(path),
+            tuple(record_problems(record, profile, identity, unit_serial=serial)),
+            unit_confirmation=logged(identity),
+        )
 
     return check, ValidationRef.from_file(path)
+
+
+def _confirm_unit(
+    record: ValidationRecord | None,
+    path: Path | None,
+    given: str | None,
+    clinician: str,
+    console: Console,
+) -> UnitConfirmation | None:
+    """The clinician's statement of which unit is connected, if any.
+
+    ``--unit-serial`` when given. Otherwise, for a record made on a unit that reports
+    no serial number, the clinician is asked in a terminal (stdin a TTY) to type the
+    serial on the connected unit's label. Nobody to ask, or the input ended: None, and
+    the session is refused at connect (IL-DEVICE-VALIDATION) for such a unit.
+    """
+    from estim.validation.record import (
+        ConfirmedHow,
+        UnitConfirmation,
+        parse_label_serial,
+        serial_reported,
+    )
+
+    if given is not None:
+        return UnitConfirmation(given, ConfirmedHow.OPTION, clinician)
+    if record is None or serial_reported(record.device) or not sys.stdin.isatty():
+        return None
+    device = record.device
+    label = device.label_serial or "(none: the record names no label serial)"
+    console.print(
+        Text(
+            f"The {device.model} reports no serial number: confirm which unit is connected. "
+            f"The bench record {path} was made on the unit labelled {label}. Read the serial "
+            "number on the label of the unit connected now and type it (Ctrl-D if you "
+            "cannot: the session will then be refused).",
+            style="bold",
+        ),
+        soft_wrap=True,
+    )
+    while True:
+        try:
+            answer = console.input("Serial number on the connected unit's label: ")
+        except EOFError:
+            console.print(Text("no unit confirmed (input ended)"))
+            return None
+        except KeyboardInterrupt:
+            console.print(Text("stopped at the unit confirmation: nothing was connected"))
+            raise typer.Exit(EXIT_STOPPED) from None
+        try:
+            serial = parse_label_serial(answer, what="the label serial")
+        except InputError as err:
+            console.print(Text(str(err), style="red"))
+            continue
+        return UnitConfirmation(serial, ConfirmedHow.PROMPT, clinician)
 
 
 def register(app: typer.Typer) -> None:

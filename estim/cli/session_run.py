@@ -167,6 +167,14 @@ def narrate(event: SessionEvent) -> Text | None:
             f"connected: {data.get('model')} serial {data.get('serial_number')} "
             f"firmware {data.get('firmware')}"
         )
+    if event.kind == "unit_confirmation":
+        matches = data.get("matches") is True
+        return Text(
+            f"unit confirmed by {data.get('confirmed_by')}: label serial "
+            f"{data.get('confirmed_serial')} ({data.get('how')}); "
+            + ("matches" if matches else "DOES NOT MATCH the bench record or the device"),
+            style="" if matches else "bold red",
+        )
     if event.kind == "preflight":
         impedance = data.get("impedance_ohm")
         shown = (

@@ -163,6 +163,12 @@ class ValidationRef(Frozen):
                 "technician": record.technician,
                 "finished_at": record.finished_at.isoformat(),
                 "passed": record.passed,
+                # the serial on the unit's label (records since format 3 that name one)
+                **(
+                    {"device_label_serial": record.device.label_serial}
+                    if record.device.label_serial is not None
+                    else {}
+                ),
             },
         )
 

@@ -20,6 +20,11 @@ calls the controller makes) except where a check must bypass the controller on p
 6. ``open-circuit``: losing an electrode trips the output (injected on the simulator
    with its ``SIM_INJECT`` command; prompted to the technician on a real device).
 
+A device that reports no serial number (ScienceMode2) is named by the serial on its
+label, which the technician enters (``label_serial``): without it the bench is refused
+before any check (:func:`check_label_serial`), since its record could not say which
+unit it was made on.
+
 Every check starts and ends with the output off. The result is a frozen
 :class:`~estim.validation.record.ValidationRecord`. Time comes from an injected clock
 (real time on the bench; virtual time against an in-process simulator in tests).
@@ -41,7 +46,7 @@ from estim import __version__
 from estim.clock import NS_PER_MS, Clock, MonotonicClock
 from estim.device.base import ChannelConfig, DeviceEvent, DeviceIdentity, FaultFlag, Stimulator
 from estim.device.profile import DeviceProfile
-from estim.errors import DeviceError, DeviceRejected
+from estim.errors import DeviceError, DeviceRejected, InputError
 from estim.protocols.models import ShapeKind
 from estim.validation.current import (
     BENCH_LOAD_OHM,
@@ -54,12 +59,16 @@ from estim.validation.current import (
     simulator_instrument_for,
 )
 from estim.validation.record import (
+    UNIT_SERIAL_OPTION,
     CheckResult,
     DeviceUnit,
     Measurement,
     MeasurementMethod,
     Outcome,
     ValidationRecord,
+    parse_label_serial,
+    same_serial,
+    serial_reported,
     utc_now,
 )
 
@@ -79,6 +88,35 @@ ACCURACY_TITLE = "Amplitude accuracy within the profile's tolerance"
 
 Prompt = Callable[[str], bool]
 """Ask the technician to do something; True when done, False when they cannot."""
+
+
+def check_label_serial(
+    identity: DeviceIdentity,
+    label_serial: str | None,
+    *,
+    command: str = "estim profile bench PROFILE --port PORT",
+) -> None:
+    """Refuse (``InputError``) a bench whose record could not say which unit it was on.
+
+    A unit that reports no serial number needs the serial on its label; a label serial
+    given for a unit that reports its own must be the same serial. ``command`` is the
+    bench command line to show in the fix.
+    """
+    if serial_reported(identity):
+        if label_serial is not None and not same_serial(label_serial, identity.serial_number):
+            raise InputError(
+                f"{UNIT_SERIAL_OPTION} {label_serial}, but the connected {identity.model} "
+                f"reports serial {identity.serial_number}: check the label of the unit on "
+                f"the bench (or leave out {UNIT_SERIAL_OPTION}: this unit names itself)"
+            )
+        return
+    if label_serial is None:
+        raise InputError(
+            f"the {identity.model} reports no serial number ({identity.serial_number}), "
+            "so a record of this bench could not say which unit it was made on, and would "
+            f"vouch for any {identity.model}: read the serial number printed on the unit's "
+            f"label and give it: {command} {UNIT_SERIAL_OPTION} SN"
+        )
 
 
 class _Injecting(Protocol):
@@ -115,12 +153,21 @@ class BenchValidation:
         progress: Callable[[str], None] | None = None,
         current_source: CurrentSource | None = None,
         bench_load_ohm: int = BENCH_LOAD_OHM,
+        label_serial: str | None = None,
+        label_serial_source: str | None = None,
     ) -> None:
         if stimulator.identity is None:
             raise ValueError("open the stimulator before validating it")
         self.profile = profile
         self.stim = stimulator
         self.identity: DeviceIdentity = stimulator.identity
+        self.label_serial = None if label_serial is None else parse_label_serial(label_serial)
+        """The serial on the unit's label, entered by the technician (required for a unit
+        that reports no serial number)."""
+        check_label_serial(self.identity, self.label_serial)
+        self.label_serial_source = label_serial_source or (
+            f"entered by {technician} from the unit's label"
+        )
         self.technician = technician
         self.port = port
         self.profile_source = profile_source
@@ -162,7 +209,11 @@ class BenchValidation:
             profile_sha256=self.profile.sha256,
             profile_model=self.profile.identity.model,
             profile_source=self.profile_source,
-            device=DeviceUnit.from_identity(self.identity),
+            device=DeviceUnit.from_identity(
+                self.identity,
+                label_serial=self.label_serial,
+                label_serial_source=None if self.label_serial is None else self.label_serial_source,
+            ),
             port=self.port,
             technician=self.technician,
             started_at=started,
@@ -194,6 +245,17 @@ class BenchValidation:
             Measurement(name="serial number", text=ident.serial_number),
             Measurement(name="manufacturer", text=ident.manufacturer),
         ]
+        if self.label_serial is not None:
+            named = serial_reported(ident)
+            measurements.append(
+                Measurement(
+                    name="label serial",
+                    text=self.label_serial,
+                    limit=f"= {ident.serial_number}" if named else None,
+                    passed=True if named else None,  # a mismatch never gets this far
+                    source=self.label_serial_source,
+                )
+            )
         info = getattr(self.stim, "device_info", None)
         if info is not None:
             out = self.profile.output

@@ -7,12 +7,20 @@ and every measurement with its limit, its verdict and, for output current, how i
 measured (:class:`MeasurementMethod`). Sessions refuse a device that has no passing
 record matching both the profile and the connected unit (:func:`check_record`).
 
-Format versions: 1 (no measurement methods) and 2 (``method`` and ``source`` on a
-measurement) are read; 2 is written.
+A device that reports no serial number (ScienceMode2) cannot say which unit it is, so
+a person says it: the technician enters the serial on the unit's label at the bench
+(``label_serial``, with how it was obtained), and the clinician confirms the label of
+the unit connected before a session (``unit_serial`` in :func:`record_problems`).
+
+Format versions: 1 (no measurement methods), 2 (``method`` and ``source`` on a
+measurement) and 3 (``label_serial`` and ``label_serial_source`` on the device) are
+read; 3 is written.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -27,7 +35,7 @@ from estim.errors import InputError, PreflightBlocked
 from estim.files import load_model, to_json
 from estim.protocols.models import Frozen
 
-RECORD_SPEC_VERSION = 2
+RECORD_SPEC_VERSION = 3
 """The newest validation-record format this code understands; newer files are refused."""
 
 SIMULATOR_CAPABILITY = "sim-fault-injection"
@@ -36,6 +44,13 @@ SIMULATOR_CAPABILITY = "sim-fault-injection"
 SERIAL_NOT_REPORTED = "not reported"
 """What a device identity's serial number starts with when the protocol carries none
 (ScienceMode2: "not reported by ScienceMode2")."""
+
+LABEL_SERIAL_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 ._/:#-]{0,62}[A-Za-z0-9])?$"
+"""A serial number as printed on a unit's label: letters and digits, with spaces and
+``. _ / : # -`` inside; at most 64 characters."""
+
+UNIT_SERIAL_OPTION = "--unit-serial"
+"""The command-line option that names the unit by its label (bench and session start)."""
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # Decimals go out as JSON numbers (not strings) so a record reads back as it was written:
@@ -90,7 +105,7 @@ class CheckResult(Frozen):
 
 
 class DeviceUnit(Frozen):
-    """The unit on the bench, as it identified itself."""
+    """The unit on the bench, as it identified itself, and the serial on its label."""
 
     manufacturer: str = ""
     model: str
@@ -98,9 +113,26 @@ class DeviceUnit(Frozen):
     firmware: str
     protocol_version: int
     capabilities: tuple[str, ...] = ()
+    label_serial: str | None = Field(default=None, pattern=LABEL_SERIAL_PATTERN)
+    """The serial number printed on the unit's label, entered by the technician. For a
+    device that reports none (ScienceMode2) it is all that names the unit."""
+    label_serial_source: str | None = Field(default=None, min_length=1)
+    """How ``label_serial`` was obtained, in words (who entered it, and how)."""
+
+    @model_validator(mode="after")
+    def _label_has_a_source(self) -> DeviceUnit:
+        if (self.label_serial is None) != (self.label_serial_source is None):
+            raise ValueError("label_serial and label_serial_source go together")
+        return self
 
     @classmethod
-    def from_identity(cls, identity: DeviceIdentity) -> DeviceUnit:
+    def from_identity(
+        cls,
+        identity: DeviceIdentity,
+        *,
+        label_serial: str | None = None,
+        label_serial_source: str | None = None,
+    ) -> DeviceUnit:
         return cls(
             manufacturer=identity.manufacturer,
             model=identity.model,
@@ -108,7 +140,18 @@ class DeviceUnit(Frozen):
             firmware=identity.firmware,
             protocol_version=identity.protocol_version,
             capabilities=tuple(sorted(identity.capabilities)),
+            label_serial=label_serial,
+            label_serial_source=label_serial_source,
         )
+
+    @property
+    def name(self) -> str:
+        """The unit as a person finds it: by its reported serial, else by its label."""
+        if serial_reported(self):
+            return f"{self.model} serial {self.serial_number}"
+        if self.label_serial is not None:
+            return f"{self.model} labelled {self.label_serial}"
+        return f"{self.model} (serial {self.serial_number}, no label serial recorded)"
 
 
 class ValidationRecord(Frozen):
@@ -156,10 +199,125 @@ def serial_reported(identity: DeviceIdentity | DeviceUnit) -> bool:
     return not identity.serial_number.startswith(SERIAL_NOT_REPORTED)
 
 
-def record_problems(
-    record: ValidationRecord, profile: DeviceProfile, identity: DeviceIdentity
+def parse_label_serial(text: str, *, what: str = UNIT_SERIAL_OPTION) -> str:
+    """A serial number typed from a unit's label, trimmed, with runs of spaces made one.
+
+    Refused (``InputError``, naming ``what``) unless it looks like a serial number
+    (:data:`LABEL_SERIAL_PATTERN`), so a slip such as an empty answer or a pasted
+    sentence never names a unit.
+    """
+    tidy = " ".join(text.split())
+    if not tidy:
+        raise InputError(f"{what}: give the serial number printed on the unit's label")
+    if not re.fullmatch(LABEL_SERIAL_PATTERN, tidy):
+        raise InputError(
+            f"{what} {tidy!r} is not a serial number: type it as printed on the unit's "
+            "label (letters and digits, with spaces and . _ / : # - inside; at most 64 "
+            "characters)"
+        )
+    return tidy
+
+
+def same_serial(first: str, second: str) -> bool:
+    """Whether two serial numbers name the same unit.
+
+    People read labels: case and spaces are not significant (``rs2 0417`` is
+    ``RS2 0417`` and ``RS20417``), every other character is (``RS2-0417`` is not
+    ``RS20417``).
+    """
+    return _canonical_serial(first) == _canonical_serial(second)
+
+
+def _canonical_serial(text: str) -> str:
+    return "".join(text.split()).casefold()
+
+
+def unit_problems(
+    record: ValidationRecord, identity: DeviceIdentity, unit_serial: str | None
 ) -> list[str]:
-    """Why ``record`` does not vouch for this profile and this connected unit (empty: it does)."""
+    """Why the record cannot be shown to be for the unit connected (empty: it can).
+
+    ``unit_serial`` is a person's confirmation of the connected unit's label serial
+    (None: nobody confirmed). A unit that reports its serial number is identified by
+    it; a confirmation, if given, must name the same serial. A unit that reports none
+    is identified only by its label: the record must name the label serial it was
+    benched under, and a person must confirm that label on the unit connected.
+    """
+    model = identity.model
+    if serial_reported(identity):
+        if unit_serial is not None and not same_serial(unit_serial, identity.serial_number):
+            return [
+                f"the unit was confirmed as serial {unit_serial} ({UNIT_SERIAL_OPTION}), "
+                f"but the connected {model} reports serial {identity.serial_number}: check "
+                f"the label of the unit connected, or connect the unit labelled {unit_serial}"
+            ]
+        return []
+    label = record.device.label_serial
+    if label is None:
+        return [
+            f"the {model} reports no serial number and the record names no label serial, "
+            f"so it cannot say which {model} it was made on (it was written without "
+            f"{UNIT_SERIAL_OPTION}): bench this unit again with `estim profile bench "
+            f"PROFILE --port PORT {UNIT_SERIAL_OPTION} SN`, SN being the serial on its label"
+        ]
+    if unit_serial is None:
+        return [
+            f"the {model} reports no serial number and nobody confirmed which unit is "
+            f"connected: read the serial on the connected unit's label and give it with "
+            f"{UNIT_SERIAL_OPTION} SN, or type it when asked in a terminal (the record is "
+            f"for the unit labelled {label})"
+        ]
+    if not same_serial(unit_serial, label):
+        return [
+            f"the connected {model} was confirmed as label serial {unit_serial}, but the "
+            f"record was made on the unit labelled {label}: connect that unit, or give "
+            f"this unit's own record (benched with {UNIT_SERIAL_OPTION} {unit_serial})"
+        ]
+    return []
+
+
+class ConfirmedHow(StrEnum):
+    """How a person said which unit is connected."""
+
+    OPTION = f"given with {UNIT_SERIAL_OPTION}"
+    PROMPT = "typed at the prompt from the unit's label"
+
+
+@dataclass(frozen=True, slots=True)
+class UnitConfirmation:
+    """A person's statement of which unit is connected: the serial on its label."""
+
+    serial: str
+    how: ConfirmedHow
+    by: str  # who confirmed it
+
+    def event_data(
+        self, record: ValidationRecord | None, identity: DeviceIdentity
+    ) -> dict[str, str | bool | None]:
+        """What the session log keeps of it (the ``unit_confirmation`` event)."""
+        return {
+            "confirmed_serial": self.serial,
+            "how": self.how.value,
+            "confirmed_by": self.by,
+            "device_serial": identity.serial_number,
+            "record_label_serial": None if record is None else record.device.label_serial,
+            "matches": record is not None and not unit_problems(record, identity, self.serial),
+        }
+
+
+def record_problems(
+    record: ValidationRecord,
+    profile: DeviceProfile,
+    identity: DeviceIdentity,
+    *,
+    unit_serial: str | None = None,
+) -> list[str]:
+    """Why ``record`` does not vouch for this profile and this connected unit (empty: it does).
+
+    ``unit_serial``: the connected unit's label serial as a person confirmed it (None:
+    not confirmed); required for a unit that reports no serial number
+    (:func:`unit_problems`).
+    """
     problems = []
     if not record.passed:
         failed = [c.id for c in record.checks if c.outcome is not Outcome.PASS]
@@ -174,6 +332,8 @@ def record_problems(
             f"the record is for serial {record.device.serial_number}, "
             f"the device is {identity.serial_number}"
         )
+    else:
+        problems.extend(unit_problems(record, identity, unit_serial))
     if record.device.firmware != identity.firmware:
         problems.append(
             f"the record is for firmware {record.device.firmware}, "
@@ -192,23 +352,34 @@ def record_problems(
 
 
 def check_record(
-    record: ValidationRecord | None, profile: DeviceProfile, identity: DeviceIdentity
+    record: ValidationRecord | None,
+    profile: DeviceProfile,
+    identity: DeviceIdentity,
+    *,
+    unit_serial: str | None = None,
 ) -> None:
-    """Refuse (``PreflightBlocked``) unless ``record`` vouches for this profile and unit."""
-    unit = (
-        f"{identity.model} serial {identity.serial_number}"
-        if serial_reported(identity)
-        else f"this {identity.model} (its serial number is {identity.serial_number})"
-    )
-    fix = f"run `estim profile bench PROFILE --port PORT` on {unit} and keep the record it writes"
+    """Refuse (``PreflightBlocked``) unless ``record`` vouches for this profile and unit.
+
+    ``unit_serial`` as for :func:`record_problems`.
+    """
+    if serial_reported(identity):
+        unit = f"{identity.model} serial {identity.serial_number}"
+        bench = "`estim profile bench PROFILE --port PORT`"
+    else:
+        unit = f"this {identity.model} (its serial number is {identity.serial_number})"
+        bench = f"`estim profile bench PROFILE --port PORT {UNIT_SERIAL_OPTION} SN` (SN: its label)"
+    fix = f"run {bench} on {unit} and keep the record it writes"
     if record is None:
         raise PreflightBlocked(f"no bench validation record for {unit}; {fix}")
-    problems = record_problems(record, profile, identity)
+    problems = record_problems(record, profile, identity, unit_serial=unit_serial)
     if problems:
+        # Which-unit problems say their own fix; the others need a (new) bench record.
+        own_fix = unit_problems(record, identity, unit_serial)
+        needs_bench = any(p not in own_fix for p in problems)
         raise PreflightBlocked(
             "the bench validation record does not vouch for this device: "
             + "; ".join(problems)
-            + f"; {fix}"
+            + (f"; {fix}" if needs_bench else "")
         )
 
 

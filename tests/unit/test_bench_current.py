@@ -271,6 +271,7 @@ def run_bench(
         driver,
         technician="Tess Tech",
         port="/dev/ttyUSB0",
+        label_serial="RS2-0417",
         current_source=TechnicianEntry(
             technician, technician="Tess Tech", instrument="scope, 10 ohm shunt"
         ),
@@ -389,6 +390,7 @@ def test_ctrl_c_at_the_open_electrode_prompt_leaves_the_output_off(
             driver,
             technician="Tess Tech",
             port="/dev/ttyUSB0",
+            label_serial="RS2-0417",
             prompt=pull_the_lead,
             current_source=TechnicianEntry(Technician(device, {}), technician="Tess Tech"),
         ).run()
@@ -473,7 +475,9 @@ def simulator_record() -> ValidationRecord:
         driver = ScienceMode2Stimulator(REHASTIM2, device.url, clock=clock)
         driver.open()
         try:
-            return BenchValidation(REHASTIM2, driver, technician="T", port=device.url).run()
+            return BenchValidation(
+                REHASTIM2, driver, technician="T", port=device.url, label_serial="SIM-RS2-1"
+            ).run()
         finally:
             driver.close()
 
@@ -495,10 +499,11 @@ def test_the_record_round_trips_with_its_methods_and_reads_format_1(
     path = save_record(simulator_record, tmp_path / "r.json")
     assert load_record(path) == simulator_record
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["spec_version"] == 2
+    assert data["spec_version"] == 3
     assert data["checks"][1]["measurements"][2]["method"] == "simulator instrument"
-    # A format-1 record (before methods existed) still reads.
+    # A format-1 record (before methods and label serials existed) still reads.
     data["spec_version"] = 1
+    del data["device"]["label_serial"], data["device"]["label_serial_source"]
     for check in data["checks"]:
         for measurement in check.get("measurements", []):
             measurement.pop("method", None)
@@ -520,7 +525,7 @@ def test_a_rehastim2_record_vouches_for_the_simulator_it_was_made_on_only(
         manufacturer="HASOMED GmbH",
         capabilities=frozenset({"sciencemode2", "channel-list-mode", "sim-fault-injection"}),
     )
-    check_record(simulator_record, REHASTIM2, simulator)
+    check_record(simulator_record, REHASTIM2, simulator, unit_serial="SIM-RS2-1")
     real = DeviceIdentity(
         model="RehaStim2",
         serial_number="not reported by ScienceMode2",
@@ -528,7 +533,7 @@ def test_a_rehastim2_record_vouches_for_the_simulator_it_was_made_on_only(
         protocol_version=1,
         capabilities=frozenset({"sciencemode2", "channel-list-mode"}),
     )
-    assert record_problems(simulator_record, REHASTIM2, real) == [
+    assert record_problems(simulator_record, REHASTIM2, real, unit_serial="SIM-RS2-1") == [
         "the record was made on estim's simulator; the connected device is not a simulator"
     ]
     with pytest.raises(PreflightBlocked) as caught:
