@@ -40,6 +40,8 @@ REHASTIM2 = builtin_profile("hasomed-rehastim2")
 PROFILE_FILE = "profiles/hasomed-rehastim2.toml"
 ESTIM = str(Path(sys.executable).parent / "estim")
 BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
+LABEL = "RS2-0417"  # the serial on the (simulated) unit's label: ScienceMode2 reports none
+UNIT = ("--unit-serial", LABEL)
 ACKNOWLEDGE = [
     "--acknowledge",
     "DEVICE_NO_CURRENT_MEASUREMENT",
@@ -188,7 +190,7 @@ def test_the_rehastim2_bench_passes_on_estim_sim_with_the_simulator_instrument(
     code = main(
         [
             "profile", "bench", PROFILE_FILE, "--port", port,
-            "--technician", "Tess Tech", "--out", str(out), "--no-interactive",
+            "--technician", "Tess Tech", *UNIT, "--out", str(out), "--no-interactive",
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -218,6 +220,10 @@ def test_the_rehastim2_bench_passes_on_estim_sim_with_the_simulator_instrument(
     loads = [r["spec"] for r in trace_records(trace, "inject") if "load:" in str(r["spec"])]
     assert loads == [f"load:ch={n},ohm=1000" for n in range(1, 9)]
     assert record.device.serial_number == "not reported by ScienceMode2"
+    assert record.device.label_serial == LABEL
+    assert record.device.label_serial_source == (
+        "entered by Tess Tech with --unit-serial, from the unit's label"
+    )
     assert "sim-fault-injection" in record.device.capabilities
 
 
@@ -234,7 +240,7 @@ def test_a_measurements_file_within_tolerance_passes(
     )
     out = tmp_path / "bench.json"
     code, printed = bench(
-        PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+        PROFILE_FILE, "--port", path, "--technician", "Tess Tech", *UNIT,
         "--measurements", str(readings), "--out", str(out), "--no-interactive",
     )  # fmt: skip
     assert code == 0, printed
@@ -268,7 +274,7 @@ def test_a_reading_out_of_tolerance_fails_the_bench(
     readings = measurements_file(tmp_path / "m.toml", off_by_ma={(2, 28): "30.001"})
     out = tmp_path / "bench.json"
     code, printed = bench(
-        PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+        PROFILE_FILE, "--port", path, "--technician", "Tess Tech", *UNIT,
         "--measurements", str(readings), "--out", str(out), "--no-interactive",
     )  # fmt: skip
     assert code == 1, printed
@@ -318,7 +324,7 @@ def test_without_measurements_a_real_device_is_not_verified_and_told_how(
     device.personality.inject_fault = None  # answers the probe like a real RehaStim2
     out = tmp_path / "bench.json"
     code, printed = bench(
-        PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+        PROFILE_FILE, "--port", path, "--technician", "Tess Tech", *UNIT,
         "--out", str(out), "--no-interactive",
     )  # fmt: skip
     assert code == 1, printed
@@ -351,14 +357,14 @@ def test_the_record_lets_a_rehastim2_session_pass_its_validation_preflight(
     code = main(
         [
             "profile", "bench", PROFILE_FILE, "--port", port,
-            "--technician", "Tess Tech", "--out", str(record), "--no-interactive",
+            "--technician", "Tess Tech", *UNIT, "--out", str(record), "--no-interactive",
         ]
     )  # fmt: skip
     assert code == 0
     session = Process(
         "session", "start", "PF-0042", "--port", port, "--profile", PROFILE_FILE,
         "--validation", str(record), *ACKNOWLEDGE, "--titrate-to", "5", "--plain",
-        "--db", str(patient_db), "--clinician", "Dr Test",
+        "--db", str(patient_db), "--clinician", "Dr Test", *UNIT,
     )  # fmt: skip
     try:
         session.wait_for("connected: RehaStim2")
@@ -388,7 +394,7 @@ def test_a_record_made_on_the_simulator_does_not_vouch_for_a_real_rehastim2(
     path, device = pty_rehastim2
     record = tmp_path / "bench.json"
     code, printed = bench(
-        PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+        PROFILE_FILE, "--port", path, "--technician", "Tess Tech", *UNIT,
         "--out", str(record), "--no-interactive",
     )  # fmt: skip
     assert code == 0, printed
@@ -398,7 +404,7 @@ def test_a_record_made_on_the_simulator_does_not_vouch_for_a_real_rehastim2(
         [
             "session", "start", "PF-0042", "--port", path, "--profile", PROFILE_FILE,
             "--validation", str(record), *ACKNOWLEDGE, "--titrate-to", "5", "--plain",
-            "--db", str(patient_db), "--clinician", "Dr Test",
+            "--db", str(patient_db), "--clinician", "Dr Test", *UNIT,
         ],
     )  # fmt: skip
     assert result.exit_code == 4, result.output
@@ -434,6 +440,7 @@ def test_readings_typed_at_the_prompt_go_into_the_record(
         app,
         [
             "profile", "bench", PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+            *UNIT,
             "--instrument", "scope, 10 ohm shunt", "--out", str(out), "--interactive",
         ],
         input=typed_readings(off={10: "55.5 mA"}),  # channel 3 at 56 mA
@@ -462,6 +469,7 @@ def test_the_input_ending_at_the_prompt_leaves_the_output_off(
         app,
         [
             "profile", "bench", PROFILE_FILE, "--port", path, "--technician", "Tess Tech",
+            *UNIT,
             "--out", str(out), "--interactive",
         ],
         input=typed_readings(stop_after=6),
@@ -482,7 +490,7 @@ def test_ctrl_c_during_the_bench_stops_the_output_and_writes_no_record(
     port, _trace = estim_sim
     out = tmp_path / "bench.json"
     run = Process(
-        "profile", "bench", PROFILE_FILE, "--port", port, "--technician", "Tess Tech",
+        "profile", "bench", PROFILE_FILE, "--port", port, "--technician", "Tess Tech", *UNIT,
         "--out", str(out), "--no-interactive",
     )  # fmt: skip
     try:
