@@ -470,3 +470,16 @@ def test_a_record_without_a_label_serial_still_asks_and_says_so(
     confirmed, shown = prompt(monkeypatch, "RS2-0417\n", make_record(label=None))
     assert confirmed is not None
     assert "the unit labelled (none: the record names no label serial)" in " ".join(shown.split())
+
+
+def test_the_records_default_file_name_says_which_unit() -> None:
+    from estim.cli.bench_cmd import _default_path
+
+    stamp = "20250304T093400Z"
+    assert _default_path(make_record(label="RS2 0417")).name == (
+        f"bench-RehaStim2-RS2_0417-{stamp}.json"
+    )
+    assert _default_path(make_record(PF2_UNIT, PF2.sha256, None)).name == (
+        f"bench-PF2-000123-{stamp}.json"
+    )
+    assert _default_path(make_record(label=None)).name == f"bench-RehaStim2-{stamp}.json"
