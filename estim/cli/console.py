@@ -10,8 +10,8 @@ only reads the runner's published snapshot (:meth:`SessionRunner.view`).
   and single-key commands (see :data:`KEYS`).
 - Piped or ``--plain``: one line per change of state or phase, and a progress line
   every few seconds, so logs and CI read as a story.
-- Ctrl-C and SIGTERM are emergency stops, never a silent exit. So are the space bar
-  and Esc. A second Ctrl-C while the session is already stopped ends the wait.
+- Ctrl-C, SIGTERM, SIGHUP and SIGQUIT are emergency stops, never a silent exit. So are
+  the space bar and Esc. A failing display stops the session too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import signal
 import sys
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -41,6 +42,10 @@ from estim.session.summary import SessionSummary
 
 REFRESH_PER_S = 10
 PLAIN_PROGRESS_EVERY_S = 5
+AMPLITUDE_KEY_INTERVAL_S = 0.4
+"""Amplitude keys act at most once in this interval: a held key's auto-repeat (typically
+25-30 characters a second) must not walk the amplitude up. Commercial units step once
+per press, without auto-repeat (facts sheet: "Fixed small amplitude steps")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,32 @@ def plain_line(view: SessionView) -> str:
 # --- keys --------------------------------------------------------------------------------
 
 
-def key_action(runner: SessionRunner, key: str, clinician: str) -> str | None:
+class AmplitudeKeyGate:
+    """Lets an amplitude key through once per :data:`AMPLITUDE_KEY_INTERVAL_S`.
+
+    A terminal reports no key release, so a held key arrives as a stream of repeats;
+    any amplitude key within the interval of the last one is dropped, and the stream
+    must pause for the interval before the next step counts.
+    """
+
+    def __init__(
+        self,
+        interval_s: float = AMPLITUDE_KEY_INTERVAL_S,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval_s = interval_s
+        self._now = now
+        self._last: float | None = None
+
+    def admit(self) -> bool:
+        now = self._now()
+        last, self._last = self._last, now
+        return last is None or now - last >= self.interval_s
+
+
+def key_action(
+    runner: SessionRunner, key: str, clinician: str, gate: AmplitudeKeyGate | None = None
+) -> str | None:
     """Carry out one key press; returns a message for the screen (or None)."""
     if key in KEYS[0].keys:
         runner.emergency_stop("key")
@@ -171,6 +201,9 @@ def key_action(runner: SessionRunner, key: str, clinician: str) -> str | None:
         data["by"] = clinician
     if trigger is None:
         return None
+    amplitude_key = trigger in (Trigger.AMPLITUDE_UP, Trigger.AMPLITUDE_DOWN)
+    if amplitude_key and gate is not None and not gate.admit():
+        return "one step per press: release the key and press again"
     try:
         runner.submit(trigger, **data)
     except EstimError as err:
@@ -207,15 +240,19 @@ def cbreak_keys(on_key: Callable[[str], None]) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 @contextlib.contextmanager
 def signals_as_emergency_stop(runner: SessionRunner) -> Iterator[None]:
-    """Ctrl-C (SIGINT) and SIGTERM stop all output at once, then the session ends."""
+    """Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal closed) and SIGQUIT stop all output
+    at once, then the session ends. None of them may leave the device to its watchdog."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         runner.emergency_stop(signal.Signals(signum).name)
         runner.request_close()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -248,21 +285,31 @@ def run_console(
     loop = threading.Thread(target=control_loop, name="estim-control-loop")
     use_keys = keys and not plain and sys.stdin.isatty()
     message: list[str] = []
+    gate = AmplitudeKeyGate()
 
     def on_key(char: str) -> None:
-        text = key_action(runner, char, clinician)
+        text = key_action(runner, char, clinician, gate)
         if text:
             message[:] = [text]
 
     with signals_as_emergency_stop(runner):
         loop.start()
         key_context = cbreak_keys(on_key) if use_keys else contextlib.nullcontext()
-        with key_context:
-            if plain:
-                _follow_plain(runner, loop, console, on_view)
-            else:
-                _follow_live(runner, loop, console, use_keys, message, on_view)
-        loop.join()
+        try:
+            with key_context:
+                if plain:
+                    _follow_plain(runner, loop, console, on_view)
+                else:
+                    _follow_live(runner, loop, console, use_keys, message, on_view)
+        except BaseException:
+            # The screen failed (a closed pipe, a display bug): nobody can see or steer
+            # the session any more, so it must not go on. Zero first, then end the loop,
+            # and only then let the caller close the records and the device.
+            runner.emergency_stop("console failure")
+            runner.request_close()
+            raise
+        finally:
+            loop.join()
     if failure:
         raise failure[0]
     return result[0]

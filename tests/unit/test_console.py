@@ -1,0 +1,128 @@
+"""The clinician's console: the amplitude-key gate, key mapping, and the rule that a
+failing display stops the session instead of leaving it running unattended."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from rich.console import Console
+
+from estim.cli.console import (
+    STOP_SIGNALS,
+    AmplitudeKeyGate,
+    key_action,
+    plain_line,
+    run_console,
+)
+from estim.device.simulator import SimulatedDevice
+from estim.session.director import AutoSession
+from estim.session.runner import SessionView
+from estim.session.states import State, Trigger
+from estim.testing.session import VirtualRig, make_plan, virtual_rig
+
+HOLD_FOREVER_NS = 10**18  # a titration director that never takes its next step
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulator(rig: VirtualRig) -> SimulatedDevice:
+    assert isinstance(rig.device, SimulatedDevice)
+    return rig.device
+
+
+def titrating(rig: VirtualRig) -> None:
+    for trigger in (Trigger.CONNECT, Trigger.PREFLIGHT, Trigger.ARM, Trigger.AMPLITUDE_UP):
+        rig.command(trigger)
+    assert rig.runner.machine.state is State.TITRATING
+
+
+def test_gate_drops_auto_repeat_and_admits_a_fresh_press() -> None:
+    clock = FakeTime()
+    gate = AmplitudeKeyGate(interval_s=0.4, now=clock)
+    assert gate.admit()
+    for _ in range(20):  # a held key: 30 characters a second
+        clock.now += 1 / 30
+        assert not gate.admit()
+    clock.now += 0.4  # released, pressed again
+    assert gate.admit()
+
+
+def test_held_plus_key_raises_the_amplitude_one_step_only() -> None:
+    with virtual_rig(make_plan(max_ma=Decimal(30))) as rig:
+        titrating(rig)
+        step = rig.runner.machine.step_ua
+        before = rig.runner.machine.titration_ua
+        clock = FakeTime()
+        gate = AmplitudeKeyGate(now=clock)
+        messages = []
+        for _ in range(15):
+            messages.append(key_action(rig.runner, "+", "Dr Test", gate))
+            clock.now += 1 / 30
+        rig.step(2)
+        assert rig.runner.machine.titration_ua == before + step
+        assert messages[0] == "amplitude_up requested"
+        assert all("one step per press" in (m or "") for m in messages[1:])
+
+
+def test_space_is_an_emergency_stop() -> None:
+    with virtual_rig() as rig:
+        titrating(rig)
+        assert simulator(rig).hardware.any_output_on
+        assert key_action(rig.runner, " ", "Dr Test") is not None
+        rig.step()
+        assert rig.runner.machine.state is State.ABORTED
+        assert not simulator(rig).hardware.any_output_on
+
+
+def test_unmapped_keys_do_nothing() -> None:
+    with virtual_rig() as rig:
+        titrating(rig)
+        level = rig.runner.machine.titration_ua
+        assert key_action(rig.runner, "x", "Dr Test") is None
+        rig.step()
+        assert rig.runner.machine.state is State.TITRATING
+        assert rig.runner.machine.titration_ua == level
+
+
+def test_a_failing_display_stops_the_session_with_output_off() -> None:
+    director = AutoSession(target_ua=20_000, step_interval_ns=HOLD_FOREVER_NS)
+    with virtual_rig(director=director) as rig:
+        seen: list[State] = []
+
+        def broken_screen(view: SessionView) -> None:
+            seen.append(view.state)
+            if view.state is State.TITRATING:  # stimulating now: the screen dies
+                raise BrokenPipeError("stdout closed")
+
+        with pytest.raises(BrokenPipeError):
+            run_console(
+                rig.runner,
+                console=Console(file=open("/dev/null", "w")),  # noqa: SIM115
+                plain=True,
+                keys=False,
+                on_view=broken_screen,
+            )
+        assert State.TITRATING in seen
+        assert rig.runner.done
+        assert rig.runner.machine.state is State.ABORTED
+        assert not simulator(rig).hardware.any_output_on
+        assert "console failure" in str(rig.runner.summary().reason)
+
+
+def test_terminal_hangup_and_quit_are_emergency_stops() -> None:
+    import signal
+
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT} <= set(STOP_SIGNALS)
+
+
+def test_plain_line_shows_the_output_indicator() -> None:
+    view = SessionView(State.RUNNING, commanded_ua=12_000, output_on=True)
+    assert "OUTPUT ON" in plain_line(view)
+    assert "output off" in plain_line(SessionView(State.ARMED))
