@@ -10,6 +10,7 @@ in the session log either way. The simulator's output stage ends at zero.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pty
@@ -19,19 +20,38 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from estim.cli import app, main
+from estim.cli.session_cmd import _validation
+from estim.device.base import DeviceIdentity
+from estim.device.profile import builtin_profile
+from estim.device.simulator import SimulatedDevice
 from estim.errors import EstimError
 from estim.protocols.catalog import get_protocol
 from estim.records.seed import seed_demo_patient
 from estim.records.store import Store
-from estim.validation.record import load_record
+from estim.session.states import State, Trigger
+from estim.session.story import check_story
+from estim.testing.session import make_plan, virtual_rig
+from estim.validation.record import (
+    CheckResult,
+    ConfirmedHow,
+    DeviceUnit,
+    Outcome,
+    UnitConfirmation,
+    ValidationRecord,
+    load_record,
+    save_record,
+)
 
 PROFILE_FILE = "profiles/hasomed-rehastim2.toml"
+PF2 = builtin_profile("estim-pf2")
+HOW = ConfirmedHow.OPTION
 ESTIM = str(Path(sys.executable).parent / "estim")
 BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
 LABEL = "RS2-0417"
@@ -39,8 +59,6 @@ ACKNOWLEDGE = (
     *("--acknowledge", "DEVICE_NO_CURRENT_MEASUREMENT"),
     *("--acknowledge", "DEVICE_NO_IMPEDANCE_MEASUREMENT"),
 )
-
-pytestmark = pytest.mark.pty
 
 
 class Process:
@@ -197,6 +215,7 @@ def trips(events: list[tuple[str, dict[str, object]]]) -> list[dict[str, object]
 # --- the bench -----------------------------------------------------------------------------------
 
 
+@pytest.mark.pty
 def test_the_bench_is_refused_without_the_label_serial(
     sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -222,6 +241,7 @@ def test_the_bench_is_refused_without_the_label_serial(
     assert sim.times_switched_on() == switched_on, "refused before any check switched output on"
 
 
+@pytest.mark.pty
 def test_a_label_serial_that_cannot_be_one_is_refused_before_the_port_opens(
     sim: Sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -239,6 +259,7 @@ def test_a_label_serial_that_cannot_be_one_is_refused_before_the_port_opens(
     assert len(sim.records("frame")) == frames, "the port was never opened"
 
 
+@pytest.mark.pty
 def test_the_bench_passes_with_the_label_serial_and_records_it(record: tuple[Path, str]) -> None:
     path, printed = record
     bench = load_record(path)
@@ -257,6 +278,7 @@ def test_the_bench_passes_with_the_label_serial_and_records_it(record: tuple[Pat
 # --- session start -----------------------------------------------------------------------------
 
 
+@pytest.mark.pty
 @pytest.mark.trips("IL-DEVICE-VALIDATION")
 def test_a_session_without_the_label_serial_is_refused_at_connect(
     sim: Sim, record: tuple[Path, str], patient_db: Path
@@ -279,6 +301,7 @@ def test_a_session_without_the_label_serial_is_refused_at_connect(
     assert [t["interlock_id"] for t in trips(events)] == ["IL-DEVICE-VALIDATION"]
 
 
+@pytest.mark.pty
 @pytest.mark.trips("IL-DEVICE-VALIDATION")
 def test_a_session_with_the_wrong_label_serial_is_refused_and_the_confirmation_logged(
     sim: Sim, record: tuple[Path, str], patient_db: Path
@@ -314,6 +337,7 @@ def test_a_session_with_the_wrong_label_serial_is_refused_and_the_confirmation_l
     assert [t["interlock_id"] for t in trips(events)] == ["IL-DEVICE-VALIDATION"]
 
 
+@pytest.mark.pty
 def test_a_session_with_the_right_label_serial_stimulates(
     sim: Sim, record: tuple[Path, str], patient_db: Path
 ) -> None:
@@ -338,6 +362,7 @@ def test_a_session_with_the_right_label_serial_stimulates(
         assert recorded.validation["fields"]["device_label_serial"] == LABEL
 
 
+@pytest.mark.pty
 def test_in_a_terminal_the_clinician_is_asked_for_the_label_serial(
     sim: Sim, record: tuple[Path, str], patient_db: Path
 ) -> None:
@@ -364,3 +389,77 @@ def test_in_a_terminal_the_clinician_is_asked_for_the_label_serial(
     confirmation = dict(logged(patient_db))["unit_confirmation"]
     assert confirmation["how"] == "typed at the prompt from the unit's label"
     assert confirmation["matches"] is True
+
+
+# --- a device that reports its serial: as before, and a confirmation must match ----------------
+
+
+def pf2_record(tmp_path: Path, serial: str) -> tuple[Path, ValidationRecord]:
+    """A passing record of the estim-PF2 simulator unit with ``serial``."""
+    identity = DeviceIdentity(
+        model=PF2.identity.model,
+        serial_number=serial,
+        firmware="1.0",
+        protocol_version=1,
+        capabilities=frozenset({"sim-fault-injection"}),
+    )
+    started = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
+    record = ValidationRecord(
+        profile_sha256=PF2.sha256,
+        profile_model=PF2.identity.model,
+        device=DeviceUnit.from_identity(identity),
+        port="sim",
+        technician="Tess Tech",
+        started_at=started,
+        finished_at=started + timedelta(minutes=3),
+        estim_version="test",
+        checks=(CheckResult(id="identity", title="Identity", outcome=Outcome.PASS),),
+        passed=True,
+    )
+    return save_record(record, tmp_path / "pf2.json"), record
+
+
+@pytest.mark.parametrize("confirmed", [None, "sim000000"])
+def test_a_unit_that_reports_its_serial_connects_as_before(
+    tmp_path: Path, confirmed: str | None
+) -> None:
+    path, record = pf2_record(tmp_path, "SIM000000")
+    confirmation = None if confirmed is None else UnitConfirmation(confirmed, HOW, "Dr Test")
+    check, _ref = _validation(path, record, PF2, confirmation)
+    with virtual_rig(dataclasses.replace(make_plan(), validation=check)) as rig:
+        assert rig.command(Trigger.CONNECT) is State.CONNECTING
+        rig.step(periods=3)
+        assert rig.runner.machine.state is not State.FAULT
+        kinds = rig.sink.kinds()
+        assert "trip" not in kinds
+        if confirmed is None:
+            assert "unit_confirmation" not in kinds
+        else:
+            (event,) = [e for e in rig.sink.events if e.kind == "unit_confirmation"]
+            assert event.data["matches"] is True
+            assert event.data["device_serial"] == "SIM000000"
+
+
+@pytest.mark.trips("IL-DEVICE-VALIDATION")
+def test_a_confirmation_that_is_not_the_serial_the_unit_reports_is_refused(
+    tmp_path: Path,
+) -> None:
+    path, record = pf2_record(tmp_path, "SIM000000")
+    confirmation = UnitConfirmation("SIM000007", HOW, "Dr Test")
+    check, _ref = _validation(path, record, PF2, confirmation)
+    with virtual_rig(dataclasses.replace(make_plan(), validation=check)) as rig:
+        assert rig.command(Trigger.CONNECT) is State.FAULT
+        fault = rig.runner.machine.fault
+        assert fault is not None
+        assert fault.interlock_id == "IL-DEVICE-VALIDATION"
+        assert (
+            "the unit was confirmed as serial SIM000007 (--unit-serial), but the connected "
+            f"{PF2.identity.model} reports serial SIM000000: check the label of the unit "
+            "connected, or connect the unit labelled SIM000007"
+        ) in fault.reason
+        kinds = rig.sink.kinds()
+        assert kinds.index("connected") < kinds.index("unit_confirmation") < kinds.index("trip")
+        assert check_story(rig.sink.events) == []
+        device = rig.device
+        assert isinstance(device, SimulatedDevice)
+        assert not device.hardware.any_output_on
