@@ -12,10 +12,10 @@
    record (``--validation FILE``) and, for a device that reports no serial number, the
    clinician's confirmation of the serial on the connected unit's label
    (``--unit-serial SN``, or typed when asked in a terminal), measures electrode
-   impedance, and waits for the
-   clinician: ``+``/``-`` titrate from zero by the prescribed step, ``c`` confirms,
-   ``s`` starts, ``p`` pauses and resumes, ``q`` stops in order, space or Esc is the
-   emergency stop (so are Ctrl-C and SIGTERM), ``a`` acknowledges a fault.
+   impedance, and waits for the clinician: ``+``/``-`` titrate from zero by the
+   prescribed step, ``c`` confirms, ``s`` starts, ``p`` pauses and resumes, ``q``
+   stops in order, space or Esc is the emergency stop (so are Ctrl-C and SIGTERM),
+   ``a`` acknowledges a fault.
 
 Without a keyboard (``--plain`` or piped), ``--titrate-to MA`` titrates automatically
 to that amplitude (never above the prescription's ceiling) and starts.
