@@ -339,13 +339,14 @@ def _confirm_unit(
     if record is None or serial_reported(record.device) or not sys.stdin.isatty():
         return None
     device = record.device
-    label = device.label_serial or "(none: the record names no label serial)"
+    # The prompt does not show the serial the record expects: a confirmation typed off
+    # the screen would prove nothing about the unit on the desk.
     console.print(
         Text(
             f"The {device.model} reports no serial number: confirm which unit is connected. "
-            f"The bench record {path} was made on the unit labelled {label}. Read the serial "
-            "number on the label of the unit connected now and type it (Ctrl-D if you "
-            "cannot: the session will then be refused).",
+            f"Read the serial number on the label of the unit connected now and type it; "
+            f"it is checked against the bench record {path} (Ctrl-D if you cannot: the "
+            "session will then be refused).",
             style="bold",
         ),
         soft_wrap=True,
