@@ -132,14 +132,49 @@ class OutputState:
     output_on: bool
 
 
-@dataclass
-class ChannelLoad:
+class Revision:
+    """Counts changes to a simulator's state: every assignment to a field of a channel
+    or its load, and to the device's latched faults, adds one.
+
+    :meth:`SimulatedStimulator._settle` runs for every status reply and every tick; it
+    skips its work when nothing it reads has changed since a pass that changed nothing
+    (see there). Counting assignments (rather than trusting each method to say "I
+    changed something") means a new mutator cannot forget to invalidate that cache.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class _Counted:
+    """Mixin for the mutable state records: every attribute assignment bumps
+    ``revision`` (once it is set: the dataclass ``__init__`` assigns it last)."""
+
+    revision: Revision
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        revision = self.__dict__.get("revision")
+        if revision is not None:
+            revision.count += 1
+
+
+@dataclass(eq=False)
+class ChannelLoad(_Counted):
     """The electrode load on one channel: impedance with linear drift, or open."""
 
     base_ohm: Fraction
     drift_ohm_per_s: Fraction = Fraction(0)
     drift_since_ns: int = 0
     is_open: bool = False
+    revision: Revision = field(default_factory=Revision, repr=False)
+
+    @property
+    def drifting(self) -> bool:
+        """True when the impedance depends on the time (a closed load with drift)."""
+        return bool(self.drift_ohm_per_s) and not self.is_open
 
     def impedance_ohm(self, now_ns: int) -> int:
         if self.is_open:
@@ -157,8 +192,8 @@ class ChannelLoad:
         self.drift_since_ns = now_ns
 
 
-@dataclass
-class _Channel:
+@dataclass(eq=False)
+class _Channel(_Counted):
     number: int
     load: ChannelLoad
     config: ChannelConfig | None = None
@@ -166,6 +201,7 @@ class _Channel:
     enabled: bool = False
     stuck_ua: int | None = None  # output stage frozen at this level (injected fault)
     faults: FaultFlag = FaultFlag.NONE  # latched
+    revision: Revision = field(default_factory=Revision, repr=False)
     delivered: OutputState = field(init=False)
 
     def __post_init__(self) -> None:
@@ -199,11 +235,20 @@ class SimulatedStimulator:
         middle_ohm = Fraction(good.good_min_ohm + good.good_max_ohm) / 2
         default_ohm = Fraction(load_ohm) if load_ohm else middle_ohm
         now = clock.now_ns()
+        # One counter for every channel and load: see Revision and _settle.
+        self._revision = Revision()
+        self._settled_revision = -1  # the revision at the last pass that changed nothing
+        self._drifting = False  # some load's impedance depends on the time
         self._channels = {
-            n: _Channel(n, ChannelLoad(Fraction(default_ohm), drift_since_ns=now))
+            n: _Channel(
+                n,
+                ChannelLoad(Fraction(default_ohm), drift_since_ns=now, revision=self._revision),
+                revision=self._revision,
+            )
             for n in range(1, profile.output.channels + 1)
         }
-        self._device_faults = FaultFlag.NONE
+        self._device_faults_value = FaultFlag.NONE
+        self._tolerance_bounds: dict[int, int] = {}  # measurement noise bound by current
         self._watchdog_armed = False
         self._last_frame_ns = now
         self._boot_ns = now
@@ -214,8 +259,22 @@ class SimulatedStimulator:
         percent = Fraction(profile.measurement.current_tolerance_percent)
         self._tolerance_percent = (percent.numerator, percent.denominator)
         self._tolerance_abs_ua = ma_to_ua(profile.measurement.current_tolerance_ma)
+        # Profile figures the firmware reads on every command or tick, converted once
+        # (the profile is immutable; the properties convert from Decimal on each read).
+        self._amplitude_max_ua = profile.output.amplitude_max_ua
+        self._amplitude_step_ua = profile.output.amplitude_resolution_ua
+        self._watchdog_ns = profile.link.watchdog_timeout_ms * NS_PER_MS
         self.trace.record("power", what="up", model=profile.identity.model)
         self._latch(FaultFlag.RESET, None, "powered up", now)
+
+    @property
+    def _device_faults(self) -> FaultFlag:
+        return self._device_faults_value
+
+    @_device_faults.setter
+    def _device_faults(self, value: FaultFlag) -> None:
+        self._device_faults_value = value
+        self._revision.count += 1
 
     # --- identity ----------------------------------------------------------------------
 
@@ -266,25 +325,24 @@ class SimulatedStimulator:
 
     def set_amplitudes(self, amplitudes_ua: Mapping[int, int]) -> None:
         """Set commanded amplitudes, all or nothing; applies at once if output is on."""
-        out = self.profile.output
+        maximum_ua, step_ua = self._amplitude_max_ua, self._amplitude_step_ua
         with self._lock:
             for number, value in amplitudes_ua.items():
                 self._channel(number)
-                if value < 0 or value > out.amplitude_max_ua:
+                if value < 0 or value > maximum_ua:
                     raise Refusal(
                         RefusalReason.OUT_OF_RANGE,
                         f"channel {number}: amplitude {value} uA is beyond the hardware "
-                        f"maximum {out.amplitude_max_ua} uA",
+                        f"maximum {maximum_ua} uA",
                         channel=number,
-                        limit=out.amplitude_max_ua,
+                        limit=maximum_ua,
                     )
-                if value % out.amplitude_resolution_ua:
+                if value % step_ua:
                     raise Refusal(
                         RefusalReason.NOT_A_STEP,
-                        f"channel {number}: amplitude {value} uA is not a multiple of "
-                        f"{out.amplitude_resolution_ua} uA",
+                        f"channel {number}: amplitude {value} uA is not a multiple of {step_ua} uA",
                         channel=number,
-                        limit=out.amplitude_resolution_ua,
+                        limit=step_ua,
                     )
             for number, value in amplitudes_ua.items():
                 self._channels[number].commanded_ua = value
@@ -409,10 +467,6 @@ class SimulatedStimulator:
             if self._watchdog_armed:
                 return self._last_frame_ns + self._watchdog_ns
             return None
-
-    @property
-    def _watchdog_ns(self) -> int:
-        return self.profile.link.watchdog_timeout_ms * NS_PER_MS
 
     def take_events(self) -> list[HardwareEvent]:
         """Events queued since the last call (trips, watchdog, restart), oldest first."""
@@ -675,8 +729,29 @@ class SimulatedStimulator:
                     output_on=state.output_on,
                 )
 
+    _SETTLE_CACHE = True
+    """Skip a settle pass that cannot change anything (False: always run it; the
+    property tests compare both)."""
+
     def _settle(self) -> None:
-        """Bring delivered outputs up to date and let the monitors trip if they must."""
+        """Bring delivered outputs up to date and let the monitors trip if they must.
+
+        A pass reads only the channels, their loads and the device's latched faults,
+        and the time only through a drifting load's impedance. If the last pass changed
+        nothing (the revision did not move while it ran), no state has been assigned
+        since (the revision is still the same) and no load drifts, this pass would read
+        exactly the same values and change nothing again: skip it. Status replies and
+        ticks call this several times per exchange; it rarely has anything to do.
+        """
+        revision = self._revision.count
+        if revision == self._settled_revision and not self._drifting and self._SETTLE_CACHE:
+            return
+        self._settle_pass()
+        if self._revision.count == revision:  # a fixpoint: remember it
+            self._settled_revision = revision
+            self._drifting = any(c.load.drifting for c in self._channels.values())
+
+    def _settle_pass(self) -> None:
         now = self.clock.now_ns()
         self._update_outputs(now)
         tolerance = self._tolerance_floor_ua
@@ -731,5 +806,8 @@ class SimulatedStimulator:
     def _measured_ua(self, delivered_ua: int) -> int:
         if delivered_ua == 0:
             return 0
-        bound = floor(self.profile.measurement.tolerance_ua(delivered_ua) / 2)
+        bound = self._tolerance_bounds.get(delivered_ua)
+        if bound is None:  # exact (Fractions), once per current: every status needs it
+            bound = floor(self.profile.measurement.tolerance_ua(delivered_ua) / 2)
+            self._tolerance_bounds[delivered_ua] = bound
         return max(0, delivered_ua + self._rng.randint(-bound, bound))

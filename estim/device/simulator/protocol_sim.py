@@ -86,6 +86,13 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
             return b""
         virtual = device.clock.is_virtual
         timeout = self._timeout
+        if len(self._buffer) >= size:
+            # Already here (``in_waiting`` has just pulled it): nothing to wait for. The
+            # device was ticked by that pull (in virtual time at this very instant), and
+            # the next read ticks it again.
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            return data
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._pull(device)
@@ -112,7 +119,8 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
             raise SerialException("write failed: simulated device disconnected (port vanished)")
         payload = bytes(data)
         device.receive(payload)
-        self._notify()
+        if not device.clock.is_virtual:  # in virtual time no read ever waits
+            self._notify()
         return len(payload)
 
     def flush(self) -> None:

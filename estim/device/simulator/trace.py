@@ -57,7 +57,7 @@ class Trace:
         self._clock: Clock = clock or MonotonicClock()
         self._lock = threading.Lock()
         self._records: deque[TraceRecord] = deque(maxlen=keep)
-        self._listeners: list[TraceListener] = []
+        self._listeners: tuple[TraceListener, ...] = ()  # replaced, never changed in place
         self._file: IO[str] | None = None
         self.path = Path(path) if path is not None else None
         if self.path is not None:
@@ -80,7 +80,7 @@ class Trace:
         entry.update(fields)
         with self._lock:
             self._records.append(entry)
-            listeners = list(self._listeners)
+            listeners = self._listeners
             if self._file is not None:
                 self._file.write(json.dumps(entry, separators=(",", ":")) + "\n")
         for listener in listeners:
@@ -90,12 +90,14 @@ class Trace:
     def subscribe(self, listener: TraceListener) -> Callable[[], None]:
         """Call ``listener(record)`` for every new record; returns an unsubscribe function."""
         with self._lock:
-            self._listeners.append(listener)
+            self._listeners += (listener,)
 
         def unsubscribe() -> None:
             with self._lock:
                 if listener in self._listeners:
-                    self._listeners.remove(listener)
+                    kept = list(self._listeners)
+                    kept.remove(listener)
+                    self._listeners = tuple(kept)
 
         return unsubscribe
 

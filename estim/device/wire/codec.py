@@ -40,10 +40,32 @@ def crc16(data: bytes | bytearray | memoryview, crc: int = 0xFFFF) -> int:
     return binascii.crc_hqx(data, crc)
 
 
+_RUN_CODES = tuple(bytes((length + 1,)) for length in range(254))
+"""The COBS code byte for a run of 0..253 non-zero bytes followed by a zero (or the end)."""
+
+
 def cobs_encode(data: bytes | bytearray) -> bytes:
-    """Consistent Overhead Byte Stuffing (Cheshire & Baker 1999): no 0x00 in the result."""
+    """Consistent Overhead Byte Stuffing (Cheshire & Baker 1999): no 0x00 in the result.
+
+    Every run of non-zero bytes between zeros becomes its length + 1 followed by the
+    run. Runs shorter than 254 bytes (every frame body: at most 253 bytes) are joined
+    in one go; a longer run needs 0xFF blocks and takes the general path.
+    """
+    runs = bytes(data).split(b"\x00")
+    parts: list[bytes] = []
+    append = parts.append
+    try:
+        for run in runs:
+            append(_RUN_CODES[len(run)])
+            append(run)
+    except IndexError:  # a run of 254 bytes or more
+        return _cobs_encode_long_runs(runs)
+    return b"".join(parts)
+
+
+def _cobs_encode_long_runs(runs: list[bytes]) -> bytes:
     out = bytearray()
-    for run in bytes(data).split(b"\x00"):
+    for run in runs:
         rest = run
         while len(rest) >= 254:
             out.append(0xFF)
@@ -59,7 +81,30 @@ class CobsError(ValueError):
 
 
 def cobs_decode(data: bytes | bytearray) -> bytes:
-    """Invert :func:`cobs_encode`; raise :class:`CobsError` on an invalid encoding."""
+    """Invert :func:`cobs_encode`; raise :class:`CobsError` on an invalid encoding.
+
+    Fast path for the usual input (no 0x00 anywhere, no 0xFF block): the decoded bytes
+    are the encoded ones without the first code byte and with every later code byte
+    replaced by the zero it stands for, so only the code bytes are visited. Anything
+    else (an invalid encoding, a 0xFF block) takes the general block-by-block path,
+    which gives the same bytes or the same error.
+    """
+    length = len(data)
+    if not length or DELIMITER in data:
+        return _cobs_decode_blocks(data)
+    out = bytearray(data)
+    code = index = out[0]
+    while code != 0xFF and index < length:
+        code = out[index]  # the code byte of the next block ...
+        out[index] = 0  # ... stands for the zero that ended the one before
+        index += code
+    if code != 0xFF and index == length:
+        del out[0]
+        return bytes(out)
+    return _cobs_decode_blocks(data)  # a 0xFF block, or a block runs past the end
+
+
+def _cobs_decode_blocks(data: bytes | bytearray) -> bytes:
     out = bytearray()
     index = 0
     length = len(data)
@@ -92,24 +137,32 @@ class Frame:
 
     def body(self) -> bytes:
         """Header, payload and CRC, before COBS."""
-        for name, value in (("version", self.version), ("seq", self.seq), ("code", self.code)):
-            if not 0 <= value <= 0xFF:
-                raise ValueError(f"{name} {value} does not fit in a byte")
-        if len(self.payload) > MAX_PAYLOAD_LEN:
-            raise ValueError(
-                f"payload of {len(self.payload)} bytes exceeds the maximum {MAX_PAYLOAD_LEN}"
-            )
-        head = bytes((self.version, self.seq, self.code, len(self.payload))) + self.payload
-        return head + crc16(head).to_bytes(2, "big")
+        return _body(self.version, self.seq, self.code, self.payload)
 
     def encode(self) -> bytes:
         """The bytes to put on the wire: ``COBS(body) 0x00``."""
-        return cobs_encode(self.body()) + b"\x00"
+        return cobs_encode(_body(self.version, self.seq, self.code, self.payload)) + b"\x00"
 
 
 def encode_frame(code: int, seq: int, payload: bytes = b"") -> bytes:
-    """Shorthand for ``Frame(code, seq, payload).encode()``."""
-    return Frame(code, seq, payload).encode()
+    """``Frame(code, seq, payload).encode()`` without making the Frame (every command
+    and every reply is encoded with this)."""
+    return cobs_encode(_body(PROTOCOL_VERSION, seq, code, payload)) + b"\x00"
+
+
+def _body(version: int, seq: int, code: int, payload: bytes) -> bytes:
+    if not (
+        0 <= version <= 0xFF
+        and 0 <= seq <= 0xFF
+        and 0 <= code <= 0xFF
+        and len(payload) <= MAX_PAYLOAD_LEN
+    ):
+        for name, value in (("version", version), ("seq", seq), ("code", code)):
+            if not 0 <= value <= 0xFF:
+                raise ValueError(f"{name} {value} does not fit in a byte")
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the maximum {MAX_PAYLOAD_LEN}")
+    head = bytes((version, seq, code, len(payload))) + payload
+    return head + crc16(head).to_bytes(2, "big")
 
 
 def parse_body(body: bytes) -> Frame:
@@ -155,18 +208,17 @@ class FrameDecoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         frames: list[Frame] = []
-        view = bytes(data)
-        start = 0
-        while True:
-            end = view.find(DELIMITER, start)
-            if end < 0:
-                self._append(view[start:])
-                return frames
-            self._append(view[start:end])
-            frame = self._finish()
+        *complete, rest = bytes(data).split(b"\x00")
+        for encoded in complete:  # each ended by a delimiter in this chunk
+            if self._buffer or self._overlong:  # it began in an earlier chunk
+                self._append(encoded)
+                frame = self._finish()
+            else:  # the usual case: a whole frame in one chunk, decoded without copying
+                frame = self._decode(encoded)
             if frame is not None:
                 frames.append(frame)
-            start = end + 1
+        self._append(rest)
+        return frames
 
     def reset(self) -> None:
         """Forget a partly received frame (after a reset or reopening the port)."""
@@ -188,10 +240,17 @@ class FrameDecoder:
             self._overlong = False
             self.stats.overlong += 1
             return None
-        if not self._buffer:
-            return None  # back-to-back delimiters: idle line, not an error
         encoded = bytes(self._buffer)
         self._buffer.clear()
+        return self._decode(encoded)
+
+    def _decode(self, encoded: bytes) -> Frame | None:
+        """One delimited frame (``_append`` + ``_finish`` when it came in one piece)."""
+        if not encoded:
+            return None  # back-to-back delimiters: idle line, not an error
+        if len(encoded) > MAX_ENCODED_LEN:
+            self.stats.overlong += 1
+            return None
         try:
             body = cobs_decode(encoded)
         except CobsError:
@@ -200,7 +259,9 @@ class FrameDecoder:
         if len(body) < MIN_BODY_LEN or len(body) > MAX_BODY_LEN:
             self.stats.length_errors += 1
             return None
-        if crc16(body[:-CRC_LEN]) != int.from_bytes(body[-CRC_LEN:], "big"):
+        # This CRC (no reflection, no final XOR) run over the body *with* its big-endian
+        # CRC leaves zero exactly when that CRC is right: one C call, no slicing.
+        if crc16(body):
             self.stats.crc_errors += 1
             return None
         if body[3] != len(body) - MIN_BODY_LEN:

@@ -49,7 +49,13 @@ from estim.device.base import (
 )
 from estim.device.profile import DeviceProfile
 from estim.device.transport import DEFAULT_READ_TIMEOUT_S, SerialLink, open_link
-from estim.device.wire.codec import PROTOCOL_VERSION, DecoderStats, Frame, FrameDecoder
+from estim.device.wire.codec import (
+    PROTOCOL_VERSION,
+    DecoderStats,
+    Frame,
+    FrameDecoder,
+    encode_frame,
+)
 from estim.device.wire.messages import (
     FAULT_MASK_ALL,
     IDEMPOTENT,
@@ -109,12 +115,51 @@ class DriverStats:
     decoder: DecoderStats = field(default_factory=DecoderStats)
 
 
+class _Done:
+    """A one-shot event: set once (from any thread, possibly twice), waited on by one.
+
+    The reply to every command is waited for on one of these, twenty times a second
+    for hours, so it is one lock (held while not set) rather than a
+    :class:`threading.Event` (a condition variable, a lock and a waiter list per
+    command, and a second lock per wait).
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._lock = threading.Lock()
+        self._lock.acquire()  # held: not set
+
+    # try/except rather than contextlib.suppress: no context manager object per call.
+    def set(self) -> None:
+        self._set = True
+        try:  # noqa: SIM105
+            self._lock.release()
+        except RuntimeError:  # already released: set before
+            pass
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout_s: float) -> bool:
+        """True once set; False if ``timeout_s`` passed first."""
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=timeout_s):
+            try:  # noqa: SIM105
+                self._lock.release()  # stay released: set for good
+            except RuntimeError:  # a second set() released it again
+                pass
+        return self._set
+
+
 class _Pending:
     __slots__ = ("command", "done", "reply")
 
     def __init__(self, command: Command) -> None:
         self.command = command
-        self.done = threading.Event()
+        self.done = _Done()
         self.reply: Frame | None = None
 
 
@@ -300,7 +345,7 @@ class WireStimulator(Stimulator):
         # Deliberately outside the command lock: never behind another command's reply.
         self._raise_if_failed()
         seq = self._take_seq()
-        frame = b"\x00" + Frame(Command.STOP_ALL, seq).encode()
+        frame = b"\x00" + encode_frame(Command.STOP_ALL, seq)
         self._exchange(Command.STOP_ALL, seq, frame, retry=True)
 
     # --- extras beyond the base class -------------------------------------------------
@@ -348,7 +393,7 @@ class WireStimulator(Stimulator):
         self._raise_if_failed()
         with self._command_lock:
             seq = self._take_seq()
-            frame = Frame(command, seq, payload).encode()
+            frame = encode_frame(command, seq, payload)
             return self._exchange(command, seq, frame, retry=command in IDEMPOTENT)
 
     def _exchange(self, command: Command, seq: int, frame: bytes, *, retry: bool) -> bytes:

@@ -9,6 +9,7 @@ in docs/wire-protocol.md; the exact-bytes tests pin them.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
@@ -117,13 +118,13 @@ SHAPES_BY_CODE = {code: kind for kind, code in SHAPE_CODES.items()}
 FAULT_MASK_ALL = 0xFFFF
 
 
+_NAMES: dict[int, str] = {int(m): m.name for enum in (Command, Reply) for m in enum}
+
+
 def command_name(code: int) -> str:
-    for enum in (Command, Reply):
-        try:
-            return enum(code).name
-        except ValueError:
-            continue
-    return f"0x{code:02X}"
+    """The name of a command or reply code (``0x..`` for an unknown one)."""
+    name = _NAMES.get(code)
+    return name if name is not None else f"0x{code:02X}"
 
 
 # --- primitive readers ------------------------------------------------------------------
@@ -352,6 +353,12 @@ def _optional(value: int | None) -> bytes:
     return _u32(UNAVAILABLE_U32 if value is None else value)
 
 
+_STATUS_HEAD = struct.Struct(">HIB")  # device faults, uptime, channel count
+_STATUS_CHANNEL = struct.Struct(">BHIII")  # flags, faults, commanded, measured, impedance
+_FAULT_FLAGS = tuple(FaultFlag(value) for value in range(256))
+"""``FaultFlag(v)`` for every byte ``v``: an indexed lookup instead of an enum call."""
+
+
 def encode_status(status: DeviceStatus, uptime_ms: int) -> bytes:
     if len(status.channels) > 15:
         raise MessageError("STATUS carries at most 15 channels")
@@ -367,7 +374,37 @@ def encode_status(status: DeviceStatus, uptime_ms: int) -> bytes:
 
 
 def decode_status(payload: bytes, taken_at_ns: int = 0) -> tuple[DeviceStatus, int]:
-    """The status and the device's uptime in milliseconds."""
+    """The status and the device's uptime in milliseconds.
+
+    A payload of exactly the length its channel count implies is unpacked with
+    :mod:`struct` (the controller reads one twenty times a second); any other goes
+    through the field-by-field reader, which names what is wrong. Both read the same
+    big-endian fields into the same values.
+    """
+    if len(payload) >= _STATUS_HEAD.size:
+        device_faults, uptime_ms, count = _STATUS_HEAD.unpack_from(payload)
+        if len(payload) == _STATUS_HEAD.size + count * _STATUS_CHANNEL.size:
+            channels = tuple(
+                ChannelStatus(
+                    channel=number,
+                    commanded_ua=commanded,
+                    measured_ua=None if measured == UNAVAILABLE_U32 else measured,
+                    impedance_ohm=None if impedance == UNAVAILABLE_U32 else impedance,
+                    output_on=bool(flags & _STATUS_OUTPUT_ON),
+                    faults=_FAULT_FLAGS[faults & 0xFF],
+                )
+                for number, (flags, faults, commanded, measured, impedance) in enumerate(
+                    _STATUS_CHANNEL.iter_unpack(payload[_STATUS_HEAD.size :]), start=1
+                )
+            )
+            status = DeviceStatus(
+                channels, faults=_FAULT_FLAGS[device_faults & 0xFF], taken_at_ns=taken_at_ns
+            )
+            return status, uptime_ms
+    return _decode_status_fields(payload, taken_at_ns)
+
+
+def _decode_status_fields(payload: bytes, taken_at_ns: int = 0) -> tuple[DeviceStatus, int]:
     r = _Reader(payload, "STATUS reply")
     device_faults = FaultFlag(r.u16() & 0xFF)
     uptime_ms = r.u32()

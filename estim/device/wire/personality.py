@@ -12,7 +12,7 @@ from __future__ import annotations
 from estim.device.base import FaultFlag
 from estim.device.simulator.hardware import Refusal, RefusalReason, SimulatedStimulator
 from estim.device.simulator.personality import Personality
-from estim.device.wire.codec import PROTOCOL_VERSION, Frame, FrameDecoder
+from estim.device.wire.codec import PROTOCOL_VERSION, Frame, FrameDecoder, encode_frame
 from estim.device.wire.messages import (
     Capability,
     Command,
@@ -60,6 +60,9 @@ _PAYLOAD_LEN: dict[Command, int | None] = {
     Command.CLEAR_FAULT: 2,
     Command.SIM_INJECT: None,
 }
+
+
+_COMMANDS: dict[int, Command] = {int(c): c for c in Command}
 
 
 class _Nacked(Exception):
@@ -128,21 +131,18 @@ class WirePersonality(Personality):
             self.send(self._last_reply)  # a retry: answer again, do not act twice
             return
         try:
-            reply = Frame(Reply.ACK, frame.seq, encode_ack(frame.code, self._execute(frame)))
+            data = self._execute(frame)
+            encoded = encode_frame(Reply.ACK, frame.seq, encode_ack(frame.code, data))
         except _Nacked as nacked:
-            reply = Frame(Reply.NACK, frame.seq, nacked.nack.encode())
-        encoded = reply.encode()
+            encoded = encode_frame(Reply.NACK, frame.seq, nacked.nack.encode())
         self._last_raw = frame.raw
         self._last_reply = encoded
         self.send(encoded)
 
     def _execute(self, frame: Frame) -> bytes:
-        try:
-            command = Command(frame.code)
-        except ValueError:
-            raise _Nacked(
-                Nack(frame.code, ErrorCode.UNKNOWN_COMMAND, message="unknown command")
-            ) from None
+        command = _COMMANDS.get(frame.code)
+        if command is None:
+            raise _Nacked(Nack(frame.code, ErrorCode.UNKNOWN_COMMAND, message="unknown command"))
         expected = _PAYLOAD_LEN[command]
         if expected is not None and len(frame.payload) != expected:
             raise _Nacked(
