@@ -36,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from estim.errors import EstimError
+from estim.safety.interlocks import CommunicationLoss
 from estim.session.runner import SessionRunner, SessionView
 from estim.session.states import State, Trigger
 from estim.session.summary import SessionSummary
@@ -82,8 +83,31 @@ def mm_ss(value_us: int) -> str:
     return f"{seconds // 60:d}:{seconds % 60:02d}"
 
 
+LINK_LOST = "link lost"
+
+
+def link_lost(view: SessionView) -> bool:
+    """Whether the link to the device is gone (the communication-loss interlock tripped).
+
+    The view's device readings (measured current, output reported on) are then the
+    last ones received before the loss, not the device's state now: they must not be
+    shown as if they were.
+    """
+    return view.fault is not None and view.fault.interlock_id == CommunicationLoss.ID
+
+
+def measured_text(view: SessionView) -> str:
+    return f"unknown ({LINK_LOST})" if link_lost(view) else ma(view.measured_ua)
+
+
 def output_indicator(view: SessionView) -> Text:
-    """Shown whenever output is non-zero or enabled (IEC 60601-2-10 output indicator)."""
+    """Shown whenever output is non-zero or enabled (IEC 60601-2-10 output indicator).
+
+    With the link lost, the device's output is not known (its watchdog is what stops
+    it): the indicator says so rather than repeat the last reading.
+    """
+    if link_lost(view):
+        return Text(f" OUTPUT UNKNOWN: {LINK_LOST} ", style="bold black on yellow")
     live = view.output_on or view.commanded_ua > 0 or view.output_enabled
     if live:
         return Text(" OUTPUT ON ", style="bold white on red")
@@ -115,7 +139,7 @@ def render_view(view: SessionView, *, keys: bool) -> Panel:
     )
     grid.add_row("phase", phase_text(view), "cycle", cycle_text(view))
     grid.add_row("time left", mm_ss(view.time_left_us), "elapsed", mm_ss(view.schedule_elapsed_us))
-    grid.add_row("commanded", ma(view.commanded_ua), "measured", ma(view.measured_ua))
+    grid.add_row("commanded", ma(view.commanded_ua), "measured", measured_text(view))
     level = view.confirmed_ua if view.confirmed_ua is not None else view.titration_ua
     grid.add_row(
         "amplitude", ma(level), "ceiling", f"{ma(view.ceiling_ua)} (step {ma(view.step_ua)})"
@@ -139,12 +163,17 @@ def _border(view: SessionView) -> str:
 
 def plain_line(view: SessionView) -> str:
     """One line of progress for logs and pipes."""
-    out = "OUTPUT ON" if (view.output_on or view.commanded_ua) else "output off"
+    if link_lost(view):
+        out = f"output UNKNOWN ({LINK_LOST})"
+    elif view.output_on or view.commanded_ua or view.output_enabled:
+        out = "OUTPUT ON"
+    else:
+        out = "output off"
     fault = f" | FAULT {view.fault}" if view.fault is not None else ""
     return (
         f"{view.state.value:<10} phase {phase_text(view):<9} cycle {cycle_text(view):<9} "
         f"left {mm_ss(view.time_left_us)} | commanded {ma(view.commanded_ua)} "
-        f"measured {ma(view.measured_ua)} | {out}{fault}"
+        f"measured {measured_text(view)} | {out}{fault}"
     )
 
 

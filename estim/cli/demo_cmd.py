@@ -23,15 +23,19 @@ import typer
 from rich.text import Text
 
 from estim.cli.render import stdout_console
+from estim.cli.session_input import length_limits, port_url
+from estim.cli.session_record import RecordWhenConnected
 from estim.cli.session_run import (
     NarratingSink,
     build_plan,
     dose_reading,
+    finding_source,
     port_device,
+    run_recorded,
     session_line,
+    show_outcome,
     simulated_device,
     static_check,
-    summary_table,
     write_report,
 )
 from estim.clock import NS_PER_US
@@ -39,6 +43,7 @@ from estim.device.profile import builtin_profile, load_profile
 from estim.errors import InputError, PreflightBlocked
 from estim.protocols.catalog import get_protocol
 from estim.protocols.schedule import compile_schedule
+from estim.records.models import SessionStart
 from estim.session.director import AutoSession
 from estim.session.plan import truncate_schedule
 from estim.session.runner import SessionRunner
@@ -55,6 +60,7 @@ DEMO_TARGET_MA = Decimal(12)
 DEMO_CYCLES = 2  # 2 x 17 s: a real-time demo under a minute
 DEMO_CODES = 99  # DEMO-0001 .. DEMO-0099: a fresh demo patient once one has had today's dose
 TITRATION_STEP_S = Decimal("0.15")
+PROFILE_NAME_MAX = length_limits(SessionStart, "profile_name")[1] or 200
 
 
 def default_demo_db() -> Path:
@@ -99,14 +105,13 @@ def demo(
     ] = False,
 ) -> None:
     """Run a whole session on the built-in simulator: checks, titration, stimulation, summary."""
-    from estim.cli.console import run_console
-    from estim.records.models import SessionStart
     from estim.records.store import Store
 
     if virtual and port is not None:
         raise InputError(
             "--virtual runs the built-in simulator in virtual time; it cannot drive --port"
         )
+    url = None if port is None else port_url(port)
     started = time.monotonic()
     console = stdout_console()
     plain = plain or not console.is_terminal
@@ -130,18 +135,24 @@ def demo(
         verdict, warnings = static_check(resolved, profile)
         if verdict.blocked:
             for finding in verdict.errors:
-                console.print(Text(f"  BLOCKS {finding}", style="red"))
+                console.print(Text(f"  BLOCKS {finding_source(finding)}: {finding}", style="red"))
             raise PreflightBlocked(
                 f"the static checks block {protocol.id} on {profile.identity.model}",
                 list(verdict.errors),
             )
-        ack = ", ".join(sorted(warnings)) or "none"
         console.print(
-            f"static checks: {len(verdict.errors)} errors; warnings acknowledged by the demo: "
-            f"{ack}",
+            f"static checks: {len(verdict.errors)} errors (prescription and device profile); "
+            f"warnings acknowledged by the demo: {', '.join(sorted(warnings)) or 'none'}",
             highlight=False,
             soft_wrap=True,
         )
+        for finding in verdict.warnings:
+            # A session start would need --acknowledge for each; the demo says what it
+            # acknowledged, so nobody takes its run as a clean bill for the device.
+            console.print(
+                Text(f"  acknowledged {finding_source(finding)}: {finding}", style="yellow"),
+                soft_wrap=True,
+            )
         dose = dose_reading(preflight)
         console.print(
             f"records preflight: checklist, eligibility and dose clear for {code} "
@@ -165,12 +176,19 @@ def demo(
                 "session; `estim session start` requires the bench record"
             ),
         )
+        session_start = SessionStart(
+            patient_code=code,
+            protocol_sha256=resolved.protocol.content_hash,
+            profile_name=_profile_name(profile_file),
+            profile_sha256=profile.sha256,
+            clinician=DEMO_CLINICIAN,
+        )
         device_cm = (
-            port_device(profile, port)
-            if port is not None
+            port_device(profile, url)
+            if url is not None
             else simulated_device(profile, virtual=virtual)
         )
-        with device_cm as device:
+        with device_cm as device, RecordWhenConnected(store, session_start) as records:
             console.print(
                 f"patient {code}: protocol {protocol.id} v{protocol.version}, "
                 f"{schedule.cycles} cycles, ceiling {plan.ceiling_ua / 1000:g} mA; "
@@ -178,40 +196,48 @@ def demo(
                 highlight=False,
                 soft_wrap=True,
             )
-            recorder = store.begin_session(
-                SessionStart(
-                    patient_code=code,
-                    protocol_sha256=resolved.protocol.content_hash,
-                    profile_name=str(profile_file) if profile_file else DEMO_PROFILE,
-                    profile_sha256=profile.sha256,
-                    clinician=DEMO_CLINICIAN,
+            target = min(ma_to_ua(DEMO_TARGET_MA), plan.ceiling_ua)
+            sink = NarratingSink(records, console)
+            runner = SessionRunner(
+                device.driver,
+                plan,
+                clock=device.clock,
+                sink=sink,
+                director=AutoSession(
+                    target_ua=target,
+                    step_interval_ns=s_to_us(TITRATION_STEP_S) * NS_PER_US,
                 ),
-                monotonic_ns=device.clock.now_ns(),
             )
-            with recorder:
-                target = min(ma_to_ua(DEMO_TARGET_MA), plan.ceiling_ua)
-                runner = SessionRunner(
-                    device.driver,
-                    plan,
-                    clock=device.clock,
-                    sink=NarratingSink(recorder, console),
-                    director=AutoSession(
-                        target_ua=target,
-                        step_interval_ns=s_to_us(TITRATION_STEP_S) * NS_PER_US,
-                    ),
-                )
-                summary = run_console(
-                    runner, console=console, plain=plain, keys=not plain, clinician=DEMO_CLINICIAN
-                )
-                record = recorder.finish_from_summary(summary.to_dict())
+            summary, record = run_recorded(
+                runner,
+                sink,
+                records,
+                console=console,
+                plain=plain,
+                keys=not plain,
+                clinician=DEMO_CLINICIAN,
+            )
         report = write_report(store, code, db_path.parent / f"{code}-report.html")
-    console.print(summary_table(summary, [("wall time", f"{time.monotonic() - started:.1f} s")]))
-    # Paths on lines of their own (never wrapped inside a table), to copy and paste.
-    console.print(session_line(record, str(db_path)), highlight=False, soft_wrap=True)
-    console.print(f"progress report: {report}", highlight=False, soft_wrap=True)
-    console.print(f"or: estim report {code} --db {db_path}", highlight=False, soft_wrap=True)
+    show_outcome(
+        console,
+        summary,
+        [
+            session_line(record, str(db_path)),
+            f"progress report: {report}",
+            f"or: estim report {code} --db {db_path}",
+        ],
+        time.monotonic() - started,
+    )
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+
+
+def _profile_name(profile_file: Path | None) -> str:
+    """The profile as the session record names it (a long path by its file name)."""
+    if profile_file is None:
+        return DEMO_PROFILE
+    name = str(profile_file)
+    return name if len(name) <= PROFILE_NAME_MAX else profile_file.name[:PROFILE_NAME_MAX]
 
 
 def _demo_patient(store: Store, protocol: Protocol) -> tuple[str, RecordsPreflight]:

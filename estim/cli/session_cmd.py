@@ -5,20 +5,27 @@
 1. records preflight (before any port is opened): an active course, a complete and
    recent contraindication checklist, eligibility from the diary (a clinician may
    override with a reason), and the dose so far against the prescription;
-2. static checks of prescription x protocol x profile x standard limits: errors block,
-   each warning must be acknowledged by name (``--acknowledge CODE``);
-3. the session opens in the records (the same checks again, inside the transaction),
-   the controller connects, checks the device's identity and its bench validation
-   record (``--validation FILE``) and, for a device that reports no serial number, the
-   clinician's confirmation of the serial on the connected unit's label
-   (``--unit-serial SN``, or typed when asked in a terminal), measures electrode
-   impedance, and waits for the clinician: ``+``/``-`` titrate from zero by the
-   prescribed step, ``c`` confirms, ``s`` starts, ``p`` pauses and resumes, ``q``
-   stops in order, space or Esc is the emergency stop (so are Ctrl-C and SIGTERM),
-   ``a`` acknowledges a fault.
+2. static checks of prescription x protocol x profile x standard limits, and the
+   profile's own validation (``estim profile check``): errors block, each warning
+   must be acknowledged by name (``--acknowledge CODE``);
+3. the controller connects; once the device answers, the session opens in the
+   records (the same records checks again, inside the transaction). A port that
+   cannot be opened or a device that never answers ends the command with exit code 3
+   and no session record: nothing was stimulated. The controller then checks the
+   device's identity and its bench validation record (``--validation FILE``) and, for
+   a device that reports no serial number, the clinician's confirmation of the serial
+   on the connected unit's label (``--unit-serial SN``, or typed when asked in a
+   terminal), measures electrode impedance, arms, and waits for the clinician:
+   ``+``/``-`` titrate from zero by the prescribed step, ``c`` confirms, ``s``
+   starts, ``p`` pauses and resumes, ``q`` stops in order, space or Esc is the
+   emergency stop (so are Ctrl-C and SIGTERM), ``a`` acknowledges a fault.
 
 Without a keyboard (``--plain`` or piped), ``--titrate-to MA`` titrates automatically
 to that amplitude (never above the prescription's ceiling) and starts.
+
+Every option is checked before the records are opened or a port is touched
+(:mod:`estim.cli.session_input`): bad input gets a message naming the option, the
+value, the limit and the fix, exit code 2, and nothing is written.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import getpass
 import sys
 import time
-from decimal import Decimal
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,7 +41,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from estim.errors import InputError, PreflightBlocked
+from estim.errors import InputError, PreflightBlocked, Problem
 
 if TYPE_CHECKING:
     from estim.device.base import DeviceIdentity
@@ -123,7 +130,8 @@ def start(
         typer.Option(
             "--acknowledge",
             metavar="CODE",
-            help="Acknowledge a static-check warning by its code (repeat for each).",
+            help="Acknowledge a warning of the static checks or of the device profile "
+            "(estim profile check) by its code (repeat for each).",
         ),
     ] = None,
     override_eligibility: Annotated[
@@ -135,11 +143,12 @@ def start(
         ),
     ] = None,
     titrate_to: Annotated[
-        Decimal | None,
+        str | None,
         typer.Option(
             "--titrate-to",
             metavar="MA",
-            help="Titrate automatically to this many mA and start (no keyboard needed).",
+            help="Titrate automatically to this many mA and start (no keyboard needed); "
+            "within the prescription's ceiling, in its titration steps.",
         ),
     ] = None,
     plain: Annotated[
@@ -157,52 +166,66 @@ def start(
     ] = None,
 ) -> None:
     """Run a prescribed session for a patient: preflight, titration, stimulation, record."""
-    from estim.cli.console import run_console
     from estim.cli.records_cmd import open_store
     from estim.cli.render import stdout_console
+    from estim.cli.session_input import (
+        acknowledged_codes,
+        check_titration_target,
+        checked_model,
+        clinician_name,
+        eligibility_reason,
+        port_url,
+        titration_target_ua,
+    )
+    from estim.cli.session_record import RecordWhenConnected
     from estim.cli.session_run import (
         NarratingSink,
+        SetUpForClinician,
         build_plan,
         dose_reading,
+        finding_source,
         port_device,
+        run_recorded,
         session_line,
+        show_outcome,
         static_check,
-        summary_table,
     )
     from estim.device.profile import builtin_profile, load_profile
-    from estim.records.models import (
-        EligibilityOverride,
-        SessionStart,
-        normalize_code,
-    )
+    from estim.records.models import EligibilityOverride, SessionStart, normalize_code
     from estim.session.director import AutoSession
-    from estim.session.runner import SessionRunner
-    from estim.units import ma_to_ua
+    from estim.session.runner import Director, SessionRunner
     from estim.validation.record import load_record, parse_label_serial
 
     started = time.monotonic()
     console = stdout_console()
     interactive = console.is_terminal and not plain
     plain = not interactive
-    who = (clinician or getpass.getuser() or "").strip()
-    if len(who) < 2:
-        raise InputError("name the clinician: --clinician NAME (at least 2 characters)")
-    if titrate_to is None and not interactive:
+    # Everything typed is checked before the records are opened or a port is touched.
+    who = clinician_name(clinician, _user_name())
+    url = port_url(port)
+    target_ua = titration_target_ua(titrate_to)
+    if target_ua is None and not interactive:
         raise InputError(
             "no keyboard to titrate with (plain or piped output): give --titrate-to MA, or "
             "run in a terminal without --plain"
         )
-    target_ua = None if titrate_to is None else ma_to_ua(titrate_to)
-    if target_ua is not None and target_ua <= 0:
-        raise InputError(f"--titrate-to must be above 0 mA, got {titrate_to}")
+    acknowledged = acknowledged_codes(acknowledge)
+    reason = eligibility_reason(override_eligibility)
     code = normalize_code(code)
     given_serial = None if unit_serial is None else parse_label_serial(unit_serial)
     profile = load_profile(profile_file) if profile_file else builtin_profile("estim-pf2")
+    profile_name = str(profile_file) if profile_file else "estim-pf2"
     bench_record = None if validation_file is None else load_record(validation_file)
+    options = {
+        "clinician": "--clinician",
+        "reason": "--override-eligibility",
+        "profile_name": "--profile",
+        "validation": "--validation",
+    }
     override = (
         None
-        if override_eligibility is None
-        else EligibilityOverride(reason=override_eligibility, clinician=who)
+        if reason is None
+        else checked_model(EligibilityOverride, options, reason=reason, clinician=who)
     )
     with open_store(db) as store:
         preflight = store.preflight(code, eligibility_override=override)
@@ -215,15 +238,9 @@ def start(
             )
         resolved = preflight.resolved
         verdict, warnings = static_check(resolved, profile)
-        acknowledged = frozenset(a.strip() for a in acknowledge or [])
-        unknown = acknowledged - warnings
-        if unknown:
-            raise InputError(
-                f"--acknowledge names no current warning: {', '.join(sorted(unknown))}; "
-                f"the warnings are: {', '.join(sorted(warnings)) or 'none'}"
-            )
         for check_finding in (*verdict.errors, *verdict.warnings):
-            console.print(Text(f"static check: {check_finding}"))
+            console.print(Text(f"{finding_source(check_finding)}: {check_finding}"))
+        _check_acknowledged(acknowledged, warnings, frozenset(f.code for f in verdict.errors))
         if verdict.blocked:
             raise PreflightBlocked(
                 f"the static checks block {resolved.protocol.id} on {profile.identity.model}",
@@ -236,8 +253,7 @@ def start(
                 f"warnings need a clinician's acknowledgement before a session: "
                 f"{', '.join(sorted(pending))}; read them above, then add {flags}"
             )
-        confirmation = _confirm_unit(bench_record, validation_file, given_serial, who, console)
-        validation = _validation(validation_file, bench_record, profile, confirmation)
+        plan_validation = _validation(validation_file, bench_record, profile, None)
         plan = build_plan(
             resolved,
             profile,
@@ -245,40 +261,82 @@ def start(
             acknowledged=acknowledged,
             dose=dose_reading(preflight),
             labels={"clinician": who},
-            validation=validation[0],
+            validation=plan_validation[0],
         )
-        if target_ua is not None:
+        if target_ua is not None and titrate_to is not None:
+            check_titration_target(target_ua, titrate_to, plan.ceiling_ua, plan.step_ua)
             AutoSession(target_ua=target_ua).check_against(plan.ceiling_ua, plan.step_ua)
-        with port_device(profile, port) as device:
-            recorder = store.begin_session(
-                SessionStart(
-                    patient_code=code,
-                    protocol_sha256=resolved.protocol.content_hash,
-                    profile_name=str(profile_file) if profile_file else "estim-pf2",
-                    profile_sha256=profile.sha256,
-                    clinician=who,
-                    validation=validation[1],
-                    eligibility_override=override,
-                ),
-                monotonic_ns=device.clock.now_ns(),
+        session_start = checked_model(
+            SessionStart,
+            options,
+            patient_code=code,
+            protocol_sha256=resolved.protocol.content_hash,
+            profile_name=profile_name,
+            profile_sha256=profile.sha256,
+            clinician=who,
+            validation=plan_validation[1],
+            eligibility_override=override,
+        )
+        # Asked last: the confirmation is of the unit about to be connected.
+        confirmation = _confirm_unit(bench_record, validation_file, given_serial, who, console)
+        if confirmation is not None:
+            plan = replace(
+                plan,
+                validation=_validation(validation_file, bench_record, profile, confirmation)[0],
             )
-            with recorder:
-                director = None if target_ua is None else AutoSession(target_ua=target_ua)
-                runner = SessionRunner(
-                    device.driver,
-                    plan,
-                    clock=device.clock,
-                    sink=NarratingSink(recorder, console),
-                    director=director,
-                )
-                summary = run_console(
-                    runner, console=console, plain=plain, keys=interactive, clinician=who
-                )
-                record = recorder.finish_from_summary(summary.to_dict())
-    console.print(summary_table(summary, [("wall time", f"{time.monotonic() - started:.1f} s")]))
-    console.print(session_line(record, store.location), highlight=False, soft_wrap=True)
+        with (
+            port_device(profile, url) as device,
+            RecordWhenConnected(store, session_start) as records,
+        ):
+            director: Director = (
+                SetUpForClinician() if target_ua is None else AutoSession(target_ua=target_ua)
+            )
+            sink = NarratingSink(records, console)
+            runner = SessionRunner(
+                device.driver, plan, clock=device.clock, sink=sink, director=director
+            )
+            summary, record = run_recorded(
+                runner, sink, records, console=console, plain=plain, keys=interactive, clinician=who
+            )
+    show_outcome(
+        console, summary, [session_line(record, store.location)], time.monotonic() - started
+    )
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the passwd file
+        return ""
+
+
+def _check_acknowledged(
+    acknowledged: frozenset[str], warnings: frozenset[str], errors: frozenset[str]
+) -> None:
+    """Every ``--acknowledge`` must name a warning of this session (a typo acknowledges
+    nothing, and an error cannot be acknowledged away)."""
+    unknown = acknowledged - warnings
+    if not unknown:
+        return
+    problems = [
+        Problem(
+            "--acknowledge",
+            "an error blocks: it cannot be acknowledged"
+            if code in errors
+            else "names no warning of this session",
+            value=code,
+            limit=f"one of the warnings: {', '.join(sorted(warnings)) or 'none'}",
+            fix="fix what the error says" if code in errors else "drop it, or correct the code",
+        )
+        for code in sorted(unknown)
+    ]
+    raise InputError(
+        f"--acknowledge names no current warning: {', '.join(sorted(unknown))}; "
+        f"the warnings are: {', '.join(sorted(warnings)) or 'none'}",
+        problems,
+    )
 
 
 def _validation(

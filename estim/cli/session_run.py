@@ -8,34 +8,45 @@ sink, runs it on the clinician's console, and files the outcome.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from estim.cli.session_record import RecordWhenConnected
 from estim.clock import Clock, MonotonicClock, VirtualClock
 from estim.device.base import Stimulator
 from estim.device.profile import DeviceProfile
 from estim.device.registry import create_stimulator
-from estim.errors import InputError
+from estim.errors import DeviceDisconnected, InputError, SessionError
 from estim.events import EventSink, JsonValue, SessionEvent
 from estim.protocols.prescription import ResolvedPrescription
 from estim.protocols.schedule import Schedule
+from estim.safety.checks import Category as CheckCategory
+from estim.safety.checks import Finding as CheckFinding
 from estim.safety.checks import Severity as CheckSeverity
-from estim.safety.checks import Verdict, check
-from estim.safety.interlocks import DoseReading
+from estim.safety.checks import Verdict, check, check_profile
+from estim.safety.interlocks import CommunicationLoss, DoseReading
 from estim.session.plan import SessionPlan, ValidationCheck, findings_from_verdict
+from estim.session.runner import SessionRunner
+from estim.session.states import State, Trigger
 from estim.session.summary import SessionSummary
 from estim.units import ua_to_ma
 
 if TYPE_CHECKING:
     from estim.records.models import SessionRecord
     from estim.records.store import RecordsPreflight, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,9 +96,38 @@ def port_device(profile: DeviceProfile, url: str) -> Iterator[Device]:
 def static_check(
     resolved: ResolvedPrescription, profile: DeviceProfile
 ) -> tuple[Verdict, frozenset[str]]:
-    """The static checks, and the codes of their warnings (to be acknowledged)."""
-    verdict = check(resolved, resolved.library_protocol, profile)
+    """The static checks, and the codes of their warnings (to be acknowledged).
+
+    Both sets: the prescription x protocol x profile x limits checks, and the profile's
+    own validation (``estim profile check``: watchdog, leakage, tolerances ...). A
+    profile warning is as much the clinician's to acknowledge as a prescription's, and
+    a profile error blocks the session as it blocks the profile.
+    """
+    verdict = combined_verdict(
+        check(resolved, resolved.library_protocol, profile), check_profile(profile)
+    )
     return verdict, verdict.codes(CheckSeverity.WARNING)
+
+
+def combined_verdict(prescription: Verdict, profile: Verdict) -> Verdict:
+    """The prescription's verdict with the profile's findings added.
+
+    A finding both report (the same code and message, e.g. a device that does not
+    measure current) is kept once.
+    """
+    seen = {(f.code, f.message) for f in prescription.results}
+    extra = tuple(f for f in profile.results if (f.code, f.message) not in seen)
+    return Verdict(
+        prescription.subject,
+        prescription.results + extra,
+        prescription.dose,
+        {**prescription.details, "profile_check": profile.subject},
+    )
+
+
+def finding_source(finding: CheckFinding) -> str:
+    """Where a finding comes from, for a person: the profile, or the static checks."""
+    return "profile check" if finding.category is CheckCategory.PROFILE else "static check"
 
 
 def build_plan(
@@ -120,6 +160,131 @@ def dose_reading(preflight: RecordsPreflight) -> DoseReading:
     return DoseReading(preflight.dose.sessions_today, preflight.dose.sessions_this_week)
 
 
+class SetUpForClinician:
+    """Connects, runs the device preflight and arms, once each; then leaves titration,
+    start and everything after to the clinician's keys (a scripted person for the part
+    of a session that needs no judgement).
+
+    A fault during set-up (the port, the device's identity or validation, electrode
+    impedance, the preflight checks) ends the session: the summary gives the reason,
+    the fault stays unacknowledged, and the clinician starts again once it is fixed.
+    A fault after arming waits for the clinician (``a`` acknowledges it).
+    """
+
+    _SET_UP: ClassVar[Mapping[State, Trigger]] = MappingProxyType(
+        {
+            State.IDLE: Trigger.CONNECT,
+            State.CONNECTING: Trigger.PREFLIGHT,
+            State.PREFLIGHT: Trigger.ARM,
+        }
+    )
+
+    def __init__(self) -> None:
+        self._issued: set[Trigger] = set()
+        self._pending: Future[State] | None = None
+
+    @property
+    def armed(self) -> bool:
+        return Trigger.ARM in self._issued and self._pending is None
+
+    def act(self, runner: SessionRunner, now_ns: int) -> int | None:
+        if self._pending is not None:
+            if not self._pending.done():
+                return None
+            self._pending = None
+        state = runner.machine.state
+        if state is State.FAULT and not self.armed:
+            runner.request_close()
+            return None
+        trigger = self._SET_UP.get(state)
+        if trigger is None or trigger in self._issued:
+            return None
+        self._issued.add(trigger)
+        self._pending = runner.submit(trigger)
+        return None
+
+
+def run_recorded(
+    runner: SessionRunner,
+    sink: NarratingSink,
+    records: RecordWhenConnected,
+    *,
+    console: Console,
+    plain: bool,
+    keys: bool,
+    clinician: str,
+) -> tuple[SessionSummary, SessionRecord]:
+    """Run the session on the console and close its record; refuse what was not one.
+
+    - The display failed (a closed pipe ...): the session was stopped at once (by the
+      console, or by the sink for a narration line); the record is closed from the
+      controller's summary, and :class:`~estim.errors.SessionError` says so (exit 4).
+    - The port could not be opened or the device never answered: nothing was
+      stimulated and nothing recorded; :class:`~estim.errors.DeviceDisconnected`
+      (exit 3), like ``estim profile bench``.
+    - The records refused to open the session when the device answered (they changed
+      since the preflight): that refusal, as the records gave it.
+    """
+    from estim.cli.console import run_console
+
+    sink.on_display_failure = stop_on_display_failure(runner)
+    try:
+        summary = run_console(runner, console=console, plain=plain, keys=keys, clinician=clinician)
+    except Exception as err:
+        # The loop has ended (run_console joins it): close the record from what the
+        # controller says was delivered, so the dose counts what the patient received.
+        records.finish_after_error(runner.summary(), err)
+        if isinstance(err, OSError):
+            raise display_failed(err, records) from err
+        raise
+    if records.open_error is not None:
+        raise records.open_error
+    if records.recorder is None:
+        nothing = "nothing was stimulated and no session was recorded"
+        if records.not_connected is not None:
+            raise DeviceDisconnected(f"{records.not_connected}; {nothing}")
+        raise SessionError(
+            f"the session ended before the device answered ({summary.reason}); {nothing}"
+        )
+    record = records.finish(summary)
+    assert record is not None
+    if sink.display_error is not None:
+        raise display_failed(sink.display_error, records, record)
+    return summary, record
+
+
+def display_failed(
+    err: BaseException, records: RecordWhenConnected, record: SessionRecord | None = None
+) -> SessionError:
+    """The error for a session stopped because its display failed (said on stderr)."""
+    if isinstance(err, BrokenPipeError):
+        # stdout is gone: send what is left of it nowhere, so the interpreter's final
+        # flush does not add a second error to the message on stderr.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    where = ""
+    if record is not None:
+        where = f"; recorded as session #{record.id} ({record.outcome})"
+    elif records.recorder is not None:
+        where = f"; recorded as session #{records.recorder.session_id}"
+    return SessionError(
+        f"the display failed ({type(err).__name__}: {err}): nobody could see or steer the "
+        f"session, so it was stopped at once (emergency stop, output zeroed){where}"
+    )
+
+
+def show_outcome(
+    console: Console, summary: SessionSummary, lines: list[str], wall_s: float
+) -> None:
+    """The summary table and the lines to copy (paths), on stdout."""
+    console.print(summary_table(summary, [("wall time", f"{wall_s:.1f} s")]))
+    for line in lines:
+        # Paths on lines of their own (never wrapped inside a table), to copy and paste.
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 def write_report(store: Store, code: str, path: Path) -> Path:
     """The patient's progress report as one self-contained HTML file."""
     from estim.records.report import build_report
@@ -147,21 +312,72 @@ def write_report(store: Store, code: str, path: Path) -> Path:
 class NarratingSink:
     """Passes every event on to the real sink (durable first), then says the notable ones
     in a line a person can read: connection, preflight, confirmed amplitude, start,
-    pause, stop, trips, emergency stops."""
+    pause, stop, trips, emergency stops.
 
-    def __init__(self, inner: EventSink, console: Console) -> None:
+    The durable append alone decides whether ``append`` succeeded: its failure is the
+    controller's to handle (it stops the session: what cannot be recorded must not go
+    on). A failure to *show* the line afterwards (a closed pipe, a broken terminal) is
+    not a records failure: it is a display failure, and ends the session the way the
+    console ends it when its display fails (``on_display_failure``, e.g.
+    :func:`stop_on_display_failure`). Nothing more is printed after one.
+    """
+
+    def __init__(
+        self,
+        inner: EventSink,
+        console: Console,
+        on_display_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.console = console
+        self.on_display_failure = on_display_failure
+        self.display_error: BaseException | None = None
+        self._connected = False
 
     def append(self, event: SessionEvent) -> None:
-        self.inner.append(event)
-        text = narrate(event)
-        if text is not None:
-            self.console.print(text, soft_wrap=True)
+        self.inner.append(event)  # durable: this alone decides success
+        if event.kind == "connected":
+            self._connected = True
+        if self.display_error is not None:
+            return
+        try:
+            text = narrate(event, connected=self._connected)
+            if text is not None:
+                self.console.print(text, soft_wrap=True)
+        except Exception as err:
+            self.display_error = err
+            log.warning("the session display failed: %s: %s", type(err).__name__, err)
+            if self.on_display_failure is not None:
+                try:
+                    self.on_display_failure(err)
+                except Exception:
+                    log.exception("stopping after a display failure failed")
 
 
-def narrate(event: SessionEvent) -> Text | None:
+def stop_on_display_failure(runner: SessionRunner) -> Callable[[BaseException], None]:
+    """What a failed display does: nobody can see or steer the session, so it stops at
+    once (emergency stop: zero first) and the loop ends, as in the console."""
+
+    def stop(_err: BaseException) -> None:
+        runner.emergency_stop("console failure")
+        runner.request_close()
+
+    return stop
+
+
+def narrate(event: SessionEvent, *, connected: bool = True) -> Text | None:
+    """The line a person reads for an event (None: nothing to say).
+
+    ``connected``: whether the device has answered yet; a communication trip before it
+    has means the session never connected (no output was ever on to zero).
+    """
     data = event.data
+    if event.kind == "trip" and not connected:
+        trips = data.get("trips")
+        if isinstance(trips, list) and trips and isinstance(trips[0], dict):
+            first = trips[0]
+            if first.get("interlock_id") == CommunicationLoss.ID:
+                return Text(f"NOT CONNECTED: {first.get('reason')}", style="bold red")
     if event.kind == "connected":
         return Text(
             f"connected: {data.get('model')} serial {data.get('serial_number')} "
