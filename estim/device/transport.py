@@ -16,7 +16,9 @@ The original pyserial exception is kept as ``__cause__``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import select
 import threading
 from typing import Any
 
@@ -33,11 +35,21 @@ try:
 except ImportError:  # Windows: pyserial raises SerialException only
     _TERMIOS_ERRORS = ()
 
+try:
+    from serial.serialposix import Serial as _PosixSerial
+except ImportError:  # Windows
+    _PosixSerial = None
+
 SIM_HANDLER_PACKAGE = "estim.device.simulator"
 
 # How long a blocked reader waits before looking at its stop flag again.
 DEFAULT_READ_TIMEOUT_S = 0.05
 DEFAULT_WRITE_TIMEOUT_S = 1.0
+
+# On a POSIX port a blocked reader is woken by cancel_read() through a pipe, so it need
+# not wake on a timer to look at its stop flag: it waits this long at most.
+POSIX_IDLE_WAIT_S = 1.0
+_READ_CHUNK = 4096
 
 
 def enable_sim_urls() -> None:
@@ -111,6 +123,16 @@ class SerialLink:
         self.url = url
         self._port = port
         self._closing = threading.Event()
+        # A port with a POSIX file descriptor (a tty, a pty, a USB serial adapter) is
+        # read and written with one system call each, not through pyserial's loops
+        # (see read_available and write); cancel_read() wakes a waiting reader through
+        # this pipe.
+        self._posix = _PosixSerial is not None and isinstance(port, _PosixSerial)
+        self._wake_r = self._wake_w = -1
+        if self._posix:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
 
     @property
     def port(self) -> Any:
@@ -124,6 +146,10 @@ class SerialLink:
     def write(self, data: bytes) -> None:
         if self._closing.is_set():
             raise DeviceDisconnected(f"{self.url}: the port is closed")
+        if self._posix:
+            data = self._write_posix(data)
+            if not data:
+                return
         try:
             written = self._port.write(data)
         except SerialTimeoutException as err:
@@ -137,10 +163,41 @@ class SerialLink:
         if written is not None and written != len(data):
             raise DeviceDisconnected(f"{self.url}: wrote {written} of {len(data)} bytes")
 
+    def _write_posix(self, data: bytes) -> bytes:
+        """One ``write(2)`` on the port's non-blocking descriptor; what it did not take.
+
+        A frame is a few dozen bytes and the line is idle almost always, so this is all
+        a write needs. pyserial's own write would follow it with a ``select`` for
+        writability and its timeout bookkeeping. Whatever the descriptor does not take
+        at once (a blocked line) goes through pyserial, which waits up to the write
+        timeout.
+        """
+        fd = self._port.fd  # read each time: None once the port is closed
+        if fd is None:
+            raise DeviceDisconnected(f"{self.url}: the port is closed")
+        try:
+            written = os.write(fd, data)
+        except (BlockingIOError, InterruptedError):
+            return data
+        except OSError as err:
+            raise DeviceDisconnected(
+                f"{self.url}: write failed, the port went away ({err})"
+            ) from err
+        return data[written:]
+
     def read_available(self) -> bytes:
-        """Whatever has arrived, waiting at most the port's read timeout for one byte."""
+        """Whatever has arrived, waiting at most the port's read timeout for one byte.
+
+        On a POSIX port: one ``select`` on the port and the wake pipe, then one
+        ``read`` of everything that has arrived (pyserial would ask how much is
+        waiting, select and read one byte, then select and read the rest). The wait is
+        at least :data:`POSIX_IDLE_WAIT_S` when the port's timeout is not zero, since
+        :meth:`cancel_read` ends it at once: an idle reader does not wake on a timer.
+        """
         if self._closing.is_set():
             return b""
+        if self._posix:
+            return self._read_posix()
         try:
             waiting = self._port.in_waiting
             return bytes(self._port.read(waiting if waiting > 0 else 1))
@@ -155,6 +212,39 @@ class SerialLink:
                 return b""
             raise DeviceDisconnected(f"{self.url}: the port is closed") from err
 
+    def _read_posix(self) -> bytes:
+        fd, wake = self._port.fd, self._wake_r
+        timeout = self._port.timeout
+        if timeout is not None and timeout > 0:
+            timeout = max(timeout, POSIX_IDLE_WAIT_S)
+        try:
+            if fd is None or wake < 0:
+                raise OSError(errno.EBADF, "the port is closed")
+            ready, _, _ = select.select([fd, wake], [], [], timeout)
+            if wake in ready:
+                with contextlib.suppress(OSError):
+                    os.read(wake, 1024)
+                return b""
+            if not ready:
+                return b""
+            data = os.read(fd, _READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except (OSError, ValueError) as err:  # ValueError: select on a closed descriptor
+            if self._closing.is_set():
+                return b""
+            raise DeviceDisconnected(
+                f"{self.url}: read failed, the port went away ({err})"
+            ) from err
+        if not data:  # ready to read but nothing there: the device is gone (Linux)
+            if self._closing.is_set():
+                return b""
+            raise DeviceDisconnected(
+                f"{self.url}: read failed, the port went away (it reports readiness to "
+                "read but returned no data)"
+            )
+        return data
+
     def discard_input(self) -> None:
         try:
             self._port.reset_input_buffer()
@@ -163,6 +253,9 @@ class SerialLink:
 
     def cancel_read(self) -> None:
         """Wake a reader blocked in :meth:`read_available` (where pyserial supports it)."""
+        if self._posix:
+            with contextlib.suppress(OSError):  # the pipe is full (a wake is pending) or closed
+                os.write(self._wake_w, b"x")
         cancel = getattr(self._port, "cancel_read", None)
         if cancel is not None:
             with contextlib.suppress(SerialException, OSError, TypeError, AttributeError):
@@ -174,3 +267,9 @@ class SerialLink:
         self.cancel_read()
         with contextlib.suppress(SerialException, OSError, TypeError, AttributeError):
             self._port.close()
+        if self._posix:
+            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+            for fd in (wake_r, wake_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)

@@ -763,17 +763,23 @@ class SessionRunner:
 
     def _reading(self, status: DeviceStatus, now: int) -> StatusReading:
         expected = self.port.output_enabled and self.machine.state.stimulating
+        commanded = self.port.commanded
+        # Positional arguments, in ChannelReading's field order (this runs on every
+        # poll: keywords cost a third more): channel, commanded_ua, device_set_ua,
+        # measured_ua, impedance_ohm, output_on, faults.
         channels = tuple(
-            ChannelReading(
-                channel=c.channel,
-                commanded_ua=self.port.commanded(c.channel),
-                device_set_ua=c.commanded_ua,
-                measured_ua=c.measured_ua,
-                impedance_ohm=c.impedance_ohm,
-                output_on=c.output_on,
-                faults=_flag_names(c.faults),
-            )
-            for c in status.channels
+            [
+                ChannelReading(
+                    c.channel,
+                    commanded(c.channel),
+                    c.commanded_ua,
+                    c.measured_ua,
+                    c.impedance_ohm,
+                    c.output_on,
+                    _flag_names(c.faults),
+                )
+                for c in status.channels
+            ]
         )
         return StatusReading(
             at_ns=now,

@@ -76,8 +76,8 @@ class Trace:
             "t_ns": time.monotonic_ns(),
             "clock_ns": self._clock.now_ns(),
             "event": event,
+            **fields,
         }
-        entry.update(fields)
         with self._lock:
             self._records.append(entry)
             listeners = self._listeners
