@@ -154,6 +154,11 @@ class IdentityMismatch(DeviceError):
     """The connected device is not the one the profile describes."""
 
 
+class CommandSuperseded(DeviceError):
+    """A command was not sent because an emergency stop (STOP ALL) reached the device
+    first: the output is off by that stop, not because the link failed."""
+
+
 # --- session ------------------------------------------------------------------------
 
 

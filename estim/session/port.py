@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 
 from estim.device.base import Stimulator
+from estim.errors import CommandSuperseded
 from estim.safety.interlocks import AmplitudeCommand, AmplitudeLimit
 
 
@@ -18,6 +19,12 @@ class DriverPort:
     when a command fails half-way, the record errs towards what the controller
     intended, and the runtime interlocks judge what the device actually did.
     Every amplitude passes the amplitude interlock before it is sent.
+
+    A command that an emergency stop overtook (the driver did not send it:
+    :class:`~estim.errors.CommandSuperseded`) is not an error of the link: the output
+    is off by that stop, the record says so, and the loop records the emergency stop
+    when it next looks. Only the runner's own emergency stop explains it; without one
+    the error goes on to the caller.
     """
 
     def __init__(
@@ -58,24 +65,40 @@ class DriverPort:
     def switch_off(self) -> None:
         self._forget_output()
         if self.opened:
-            self._stim.output_off()
+            try:
+                self._stim.output_off()
+            except CommandSuperseded as err:
+                self._stopped_first(err)
+                return
             self._on_reply()
 
     def switch_on(self, amplitude_ua: int) -> None:
-        self._set(amplitude_ua, titration=True)
-        self._stim.output_on(list(self.channels))
+        try:
+            self._set(amplitude_ua, titration=True)
+            self._stim.output_on(list(self.channels))
+        except CommandSuperseded as err:
+            self._stopped_first(err)
+            return
         self._enabled = True
         self._on_reply()
         self._stop_again_if_pressed()
 
     def set_amplitude(self, amplitude_ua: int) -> None:
         """A titration step (the step limit applies)."""
-        self._set(amplitude_ua, titration=True)
+        try:
+            self._set(amplitude_ua, titration=True)
+        except CommandSuperseded as err:
+            self._stopped_first(err)
+            return
         self._stop_again_if_pressed()
 
     def apply_envelope(self, amplitude_ua: int) -> None:
         """An envelope update from the schedule (ceiling applies, not the step)."""
-        self._set(amplitude_ua, titration=False)
+        try:
+            self._set(amplitude_ua, titration=False)
+        except CommandSuperseded as err:
+            self._stopped_first(err)
+            return
         self._stop_again_if_pressed()
 
     def link_lost(self) -> None:
@@ -98,6 +121,12 @@ class DriverPort:
     def _forget_output(self) -> None:
         self._enabled = False
         self._commanded = dict.fromkeys(self.channels, 0)
+
+    def _stopped_first(self, err: CommandSuperseded) -> None:
+        """The runner's emergency stop overtook this command: output is off by it."""
+        if not self._emergency.is_set():
+            raise err
+        self._forget_output()
 
     def _stop_again_if_pressed(self) -> None:
         # An emergency stop pressed while this command was in flight may have reached

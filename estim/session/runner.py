@@ -45,6 +45,7 @@ from estim.device.base import (
     Stimulator,
 )
 from estim.errors import (
+    CommandSuperseded,
     DeviceDisconnected,
     DeviceError,
     DeviceFaulted,
@@ -608,6 +609,8 @@ class SessionRunner:
                 Trip(DeviceFault.ID, DeviceFault.HAZARDS, f"the device refused a command: {err}")
             )
         except EstimError as err:
+            if isinstance(err, CommandSuperseded) and self._emergency.is_set():
+                return self.machine.state  # an emergency stop overtook the set-up: next step
             return self._trip_now(self._link_trip(str(err)))
         self.port.link_up = True
         return self.machine.state

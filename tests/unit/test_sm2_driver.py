@@ -21,11 +21,13 @@ from estim.device.sciencemode2 import driver as driver_module
 from estim.device.sciencemode2.driver import ScienceMode2Stimulator, SupersededByStop
 from estim.device.sciencemode2.messages import StimulationMode
 from estim.errors import (
+    CommandSuperseded,
     DeviceDisconnected,
     DeviceFaulted,
     DeviceRejected,
     DeviceTimeout,
     IdentityMismatch,
+    ProtocolError,
 )
 from estim.protocols.models import ShapeKind
 
@@ -41,6 +43,12 @@ INIT_D0F = frame("F0 81 C3 81 51 81 5A 01 01 0F")  # Init, counter 0x0F (escaped
 INIT_V2 = frame("F0 81 74 81 56 09 01 02 0F")  # Init, counter 9, version 2
 MODE_ACK_START = frame("F0 81 AF 81 51 01 0B 00 00 0F")  # GetStimulationModeAck ok, mode 0
 MODE_ACK_STIM = frame("F0 81 A1 81 51 01 0B 00 02 0F")  # GetStimulationModeAck ok, mode 2
+# GetStimulationModeAck ok, mode 1 (initialised): payload 01 0B 00 01, CRC 0xFD -> A8.
+MODE_ACK_INIT = frame("F0 81 A8 81 51 01 0B 00 01 0F")
+# ... mode 3, which ScienceMode2 does not define: payload 01 0B 00 03, CRC 0xF3 -> A6.
+MODE_ACK_3 = frame("F0 81 A6 81 51 01 0B 00 03 0F")
+# ... result -1 (transfer error), mode 0: payload 01 0B FF 00, CRC 0x2D -> 78.
+MODE_NACK = frame("F0 81 78 81 51 01 0B FF 00 0F")
 INIT_CLM_ACK = frame("F0 81 17 81 56 02 1F 00 0F")  # InitChannelListModeAck ok
 START_ACK = frame("F0 81 53 81 56 03 21 00 0F")  # StartChannelListModeAck ok
 START_NACK_PARAM = frame("F0 81 B1 81 56 04 21 FE 0F")  # ... result -2
@@ -59,6 +67,14 @@ INIT_ACK_C0 = frame("F0 81 7F 81 56 00 02 00 0F")  # InitAck echoing counter 0, 
 INIT_ACK_C14 = frame("F0 81 76 81 56 14 02 00 0F")  # InitAck echoing counter 0x14
 INIT_ACK_C0F = frame("F0 81 FB 81 51 81 5A 02 00 0F")  # InitAck echoing 0x0F, escaped
 GET_MODE_C0 = frame("F0 81 6C 81 56 00 81 5F 0F")  # GetStimulationMode, counter 0
+# GetStimulationMode, counter N: payload N 81 5F (command 10 = 0x0A is escaped), LEN 3 ->
+# 56; CRCs by long division: N=3 0x84, 4 0x92, 5 0xF9, 6 0x44, 7 0x2F, 8 0x68 (-> ^55).
+GET_MODE_C3 = frame("F0 81 D1 81 56 03 81 5F 0F")
+GET_MODE_C4 = frame("F0 81 C7 81 56 04 81 5F 0F")
+GET_MODE_C5 = frame("F0 81 AC 81 56 05 81 5F 0F")
+GET_MODE_C6 = frame("F0 81 11 81 56 06 81 5F 0F")
+GET_MODE_C7 = frame("F0 81 7A 81 56 07 81 5F 0F")
+GET_MODE_C8 = frame("F0 81 3D 81 56 08 81 5F 0F")
 # InitChannelListMode, counter 1: lf 0, channel 1, lf mask 0, IPI 2 ms, 20 ms (code 38).
 INIT_CLM_C1 = frame("F0 81 06 81 5C 01 1E 00 01 00 01 00 26 00 0F")
 # Same with channel 2 at 40 ms: lf factor 1, mask 03, lf mask 02.
@@ -263,6 +279,29 @@ def test_open_stops_a_device_that_reports_it_is_stimulating(
     assert port.written == [INIT_ACK_C0, GET_MODE_C0, stop_c1]
 
 
+def test_an_error_the_device_reports_on_connecting_stays_latched(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # A device that stopped on an electrode error before this connection says so right
+    # after the handshake. ScienceMode2 has no command to read or clear it: it stays
+    # latched, nothing is set up, and status reports it until a person clears it.
+    port.reply(INIT_ACK_C0, STIM_ERROR[-2])
+    events: list[DeviceEvent] = []
+    driver.add_event_listener(events.append)
+    driver.open()
+    assert port.written == [INIT_ACK_C0, GET_MODE_C0]
+    assert [e.faults for e in events] == [FaultFlag.ELECTRODE]
+    get_mode_c1 = frame("F0 81 07 81 56 01 81 5F 0F")  # payload 01 81 5F, CRC 0x52 -> 07
+    port.reply(get_mode_c1, MODE_ACK_START)
+    status = driver.status()
+    assert status.faults == FaultFlag.ELECTRODE
+    assert not status.any_output_on
+    port.written.clear()
+    with pytest.raises(DeviceFaulted, match="electrode"):
+        driver.configure([channel()])
+    assert port.written == []
+
+
 # --- configure ----------------------------------------------------------------------------
 
 
@@ -275,7 +314,9 @@ def test_configure_lets_the_device_judge_interval_and_widths_then_arms_without_p
     opened(driver, port).configure([channel()])
     assert port.written == [INIT_CLM_C1, START_C2_0MA, START_C3_OFF]
     assert driver.stimulation_mode is StimulationMode.STIMULATING  # armed, width 0
-    assert not driver.status().any_output_on
+    port.reply(GET_MODE_C4, MODE_ACK_STIM)
+    assert not driver.status().any_output_on  # stimulating, with no pulse on any channel
+    assert driver.device_mode is StimulationMode.STIMULATING
 
 
 def test_configure_uses_the_low_frequency_factor_for_a_slower_channel(
@@ -348,6 +389,7 @@ def test_a_width_beyond_the_device_limit_is_refused_by_the_device(
     with pytest.raises(DeviceRejected, match="parameter error"):
         opened(driver, port).configure([channel(width_us=501)])
     assert port.written == [INIT_CLM_C1, probe_501_us]
+    port.reply(GET_MODE_C3, MODE_ACK_INIT)
     assert not driver.status().any_output_on
 
 
@@ -374,6 +416,7 @@ def test_output_on_then_amplitude_updates_resend_start(
     port.reply(START_C5_20MA, START_ACK)
     driver.set_amplitudes({1: 20_000})
     assert port.written == [START_C4_0MA, START_C5_20MA]
+    port.reply(GET_MODE_C6, MODE_ACK_STIM)
     status = driver.status()
     assert status.channel(1).commanded_ua == 20_000
     assert status.channel(1).output_on
@@ -393,8 +436,12 @@ def test_channels_not_switched_on_get_width_zero(
     driver.set_amplitudes({1: 5000, 2: 9000})
     driver.output_on([1])
     assert port.written[-2:] == [both_off, one_on]
-    assert driver.status().channel(1).output_on
-    assert not driver.status().channel(2).output_on
+    port.reply(GET_MODE_C6, MODE_ACK_STIM)
+    status = driver.status()
+    assert status.channel(1).output_on
+    assert status.channel(1).commanded_ua == 5000
+    assert not status.channel(2).output_on
+    assert status.channel(2).commanded_ua == 0
 
 
 def test_amplitudes_while_off_are_sent_with_width_zero_so_the_device_judges_them(
@@ -405,6 +452,7 @@ def test_amplitudes_while_off_are_sent_with_width_zero_so_the_device_judges_them
     port.reply(seven_ma, START_ACK)
     driver.set_amplitudes({1: 7000})
     assert port.written == [seven_ma]
+    port.reply(GET_MODE_C5, MODE_ACK_STIM)
     assert not driver.status().any_output_on
 
 
@@ -417,7 +465,9 @@ def test_an_over_limit_amplitude_is_refused_by_the_device_with_no_pulse(
     with pytest.raises(DeviceRejected, match="parameter error"):
         driver.set_amplitudes({1: 127_000})
     assert port.written == [too_much]
-    assert driver.status().channel(1).commanded_ua == 0
+    port.reply(GET_MODE_C5, MODE_ACK_STIM)
+    one = driver.status().channel(1)
+    assert (one.output_on, one.commanded_ua) == (False, 0)
 
 
 @pytest.mark.parametrize("amplitude_ua", [12_500, 1, 256_000])
@@ -428,7 +478,9 @@ def test_amplitudes_the_wire_cannot_carry_are_refused(
     with pytest.raises(ValueError, match="mA"):
         driver.set_amplitudes({1: amplitude_ua})
     assert port.written == []
-    assert driver.status().channel(1).commanded_ua == 0
+    port.reply(GET_MODE_C5, MODE_ACK_STIM)
+    one = driver.status().channel(1)
+    assert (one.output_on, one.commanded_ua) == (True, 0)  # still pulsing at 0 mA
 
 
 def test_amplitude_for_an_unconfigured_channel_is_refused(
@@ -451,7 +503,9 @@ def test_a_refused_update_raises_with_the_code_and_keeps_the_old_amplitude(
     with pytest.raises(DeviceRejected) as raised:
         driver.set_amplitudes({1: 20_000})
     assert (raised.value.code, raised.value.code_name) == (code, name)
-    assert driver.status().channel(1).commanded_ua == 0
+    port.reply(GET_MODE_C6, MODE_ACK_STIM)
+    one = driver.status().channel(1)
+    assert (one.output_on, one.commanded_ua) == (True, 0)  # the refused 20 mA never counts
 
 
 def test_unknown_command_reply_is_a_rejection(
@@ -481,8 +535,10 @@ def test_output_off_sends_stop_and_waits_for_its_ack(
     port.reply(STOP_C5, STOP_ACK)
     driver.output_off()
     assert port.written == [STOP_C5]
-    assert not driver.status().any_output_on
+    assert driver.device_mode is StimulationMode.START  # from its acknowledgement
     assert driver.stimulation_mode is StimulationMode.START
+    port.reply(GET_MODE_C6, MODE_ACK_START)
+    assert not driver.status().any_output_on
 
 
 def test_output_on_after_a_stop_initialises_the_channel_list_again(
@@ -506,15 +562,16 @@ def test_output_on_after_a_stop_initialises_the_channel_list_again(
 # --- status, heartbeat, stop --------------------------------------------------------------
 
 
-def test_status_sends_a_watchdog_and_synthesises_what_was_commanded(
+def test_status_asks_the_device_its_mode_and_reports_the_channel_list_it_acknowledged(
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     running(driver, port)
     port.reply(START_C5_20MA, START_ACK)
     driver.set_amplitudes({1: 20_000})
     port.written.clear()
+    port.reply(GET_MODE_C6, MODE_ACK_STIM)
     status = driver.status()
-    assert port.written == [WATCHDOG_C6]
+    assert port.written == [GET_MODE_C6]  # a question, answered (it feeds the watchdog too)
     assert len(status.channels) == 8
     one = status.channel(1)
     assert (one.commanded_ua, one.measured_ua, one.impedance_ohm, one.output_on) == (
@@ -523,7 +580,121 @@ def test_status_sends_a_watchdog_and_synthesises_what_was_commanded(
         None,
         True,
     )
+    assert not any(c.output_on for c in status.channels[1:])
     assert status.faults == FaultFlag.NONE
+
+
+def test_a_status_nobody_answers_is_a_timeout(
+    driver: ScienceMode2Stimulator, port: ScriptedPort, clock: VirtualClock
+) -> None:
+    running(driver, port)
+    before = clock.now_ns()
+    with pytest.raises(DeviceTimeout, match="no reply to GET_STIMULATION_MODE within 150 ms"):
+        driver.status()
+    assert port.written == [GET_MODE_C5]
+    assert clock.now_ns() - before >= 150 * NS_PER_MS
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "match"),
+    [
+        (MODE_ACK_3, ProtocolError, "unknown mode 3"),
+        (MODE_NACK, DeviceRejected, "transfer error"),
+    ],
+)
+def test_a_status_answer_that_makes_no_sense_is_an_error(
+    driver: ScienceMode2Stimulator,
+    port: ScriptedPort,
+    reply: bytes,
+    error: type[Exception],
+    match: str,
+) -> None:
+    running(driver, port)
+    port.reply(GET_MODE_C5, reply)
+    with pytest.raises(error, match=match):
+        driver.status()
+
+
+def test_status_after_stop_all_is_what_the_device_says_not_what_was_sent(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # The stop's acknowledgement never comes, and the device says it is stimulating
+    # (the stop was lost): the output is reported on, on channel 1 at 0 mA.
+    running(driver, port)
+    driver.stop_all()
+    port.reply(GET_MODE_C6, MODE_ACK_STIM)
+    status = driver.status()
+    assert port.written == [STOP_C5, GET_MODE_C6]
+    assert status.channel(1).output_on
+    assert driver.stimulation_mode is StimulationMode.START  # what the driver commanded
+    assert driver.device_mode is StimulationMode.STIMULATING  # what the device said
+    # The device says it is in start mode: confirmed off, by the device.
+    port.reply(GET_MODE_C7, MODE_ACK_START)
+    status = driver.status()
+    assert not status.any_output_on
+    assert status.faults == FaultFlag.NONE  # a stop was sent: start mode is no surprise
+
+
+def test_a_stop_acknowledged_by_the_device_is_known_before_any_status(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    port.reply(STOP_C5, STOP_ACK)
+    driver.stop_all()  # its acknowledgement waits in the port, unread
+    assert driver.device_mode is StimulationMode.STIMULATING
+    driver.poll_events()
+    assert driver.device_mode is StimulationMode.START
+
+
+def test_an_update_whose_acknowledgement_is_lost_counts_as_applied(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # Output on (width 300 us) is written, no acknowledgement comes: it may have been
+    # applied, so a device that says "stimulating" is taken to pulse on channel 1.
+    configured(driver, port)
+    with pytest.raises(DeviceTimeout):
+        driver.output_on([1])
+    port.reply(GET_MODE_C5, MODE_ACK_STIM)
+    assert driver.status().channel(1).output_on
+
+
+def test_a_device_stimulating_with_no_channel_list_estim_set_up_is_on_everywhere(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    opened(driver, port)  # start mode, nothing set up
+    get_mode_c1 = frame("F0 81 07 81 56 01 81 5F 0F")  # payload 01 81 5F, CRC 0x52 -> 07
+    port.reply(get_mode_c1, MODE_ACK_STIM)
+    status = driver.status()
+    assert all(c.output_on for c in status.channels)
+    assert all(c.commanded_ua == 0 for c in status.channels)
+
+
+def test_a_device_that_stopped_by_itself_without_saying_so_latches_hardware(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # The driver had it stimulating and sent no stop; the device says "start mode"
+    # (its StimulationError, or its restart, was lost on the line).
+    running(driver, port)
+    events: list[DeviceEvent] = []
+    driver.add_event_listener(events.append)
+    port.reply(GET_MODE_C5, MODE_ACK_START)
+    status = driver.status()
+    assert not status.any_output_on
+    assert status.faults == FaultFlag.HARDWARE
+    assert [e.faults for e in events] == [FaultFlag.HARDWARE]
+    assert "stopped stimulating by itself" in events[0].detail
+    with pytest.raises(DeviceFaulted):
+        driver.output_on([1])
+    assert port.written == [GET_MODE_C5]
+
+
+def test_a_lower_mode_after_a_stop_is_no_contradiction(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    running(driver, port)
+    driver.stop_all()
+    port.reply(GET_MODE_C6, MODE_ACK_START)
+    assert driver.status().faults == FaultFlag.NONE
 
 
 def test_heartbeat_is_a_watchdog_frame(driver: ScienceMode2Stimulator, port: ScriptedPort) -> None:
@@ -546,6 +717,7 @@ def test_stop_all_writes_stop_at_once_without_waiting(
     driver.stop_all()  # no reply is scripted: it must not wait for one
     assert port.written == [STOP_C5]
     assert clock.now_ns() == before
+    port.reply(GET_MODE_C6, MODE_ACK_START)
     assert not driver.status().any_output_on
 
 
@@ -576,10 +748,28 @@ def test_stop_all_supersedes_a_command_not_yet_written(
     init_c5 = frame("F0 81 E5 81 5C 05 1E 00 01 00 01 00 26 00 0F")
     port.reply(init_c5, INIT_CLM_ACK)
     port.on_read = driver.stop_all
-    with pytest.raises(SupersededByStop, match="emergency stop came first"):
+    with pytest.raises(SupersededByStop, match="emergency stop came first") as raised:
         driver.output_on([1])
+    assert isinstance(raised.value, CommandSuperseded)  # what the controller recognises
     assert port.written == [init_c5, STOP_C6]
+    port.reply(GET_MODE_C7, MODE_ACK_START)
     assert not driver.status().any_output_on
+
+
+def test_a_status_question_is_never_superseded_by_a_stop(
+    driver: ScienceMode2Stimulator, port: ScriptedPort
+) -> None:
+    # An emergency stop lands while the status answer is being read: the answer stands
+    # for the moment it was asked (stimulating), and the next one for after the stop.
+    running(driver, port)
+    port.reply(GET_MODE_C5, MODE_ACK_STIM)
+    port.on_read = driver.stop_all
+    assert driver.status().channel(1).output_on
+    assert port.written == [GET_MODE_C5, STOP_C6]
+    port.reply(GET_MODE_C7, MODE_ACK_START)
+    status = driver.status()
+    assert not status.any_output_on
+    assert status.faults == FaultFlag.NONE
 
 
 # --- unsolicited frames -------------------------------------------------------------------
@@ -598,13 +788,18 @@ def test_stimulation_error_latches_a_fault_and_reports_an_event(
     port.push(STIM_ERROR[code])
     driver.poll_events()
     assert [e.faults for e in events] == [flag]
+    assert driver.device_mode is StimulationMode.START
+    port.reply(GET_MODE_C5, MODE_ACK_START)
     status = driver.status()
     assert status.faults == flag
     assert not status.any_output_on
     assert driver.stimulation_mode is StimulationMode.START
     with pytest.raises(DeviceFaulted, match="clear the fault"):
         driver.output_on([1])
+    with pytest.raises(DeviceFaulted, match="clear the fault"):
+        driver.configure([channel()])  # InitChannelListMode would clear the device's latch
     driver.clear_fault()
+    port.reply(GET_MODE_C6, MODE_ACK_START)
     assert driver.status().faults == FaultFlag.NONE
 
 
@@ -633,8 +828,10 @@ def test_a_second_init_while_talking_means_the_device_restarted(
     assert port.written == [INIT_ACK_C14]  # answered, so the link stays usable
     assert [e.faults for e in events] == [FaultFlag.RESET]
     assert "restarted" in events[0].detail
-    assert driver.status().faults == FaultFlag.RESET
-    assert not driver.status().any_output_on
+    port.reply(GET_MODE_C5, MODE_ACK_START)
+    status = driver.status()
+    assert status.faults == FaultFlag.RESET
+    assert not status.any_output_on
 
 
 def test_a_second_init_after_host_silence_is_the_device_watchdog(
@@ -649,6 +846,7 @@ def test_a_second_init_after_host_silence_is_the_device_watchdog(
     assert port.written == [INIT_ACK_C14]
     assert [e.faults for e in events] == [FaultFlag.WATCHDOG]
     assert "watchdog" in events[0].detail
+    port.reply(GET_MODE_C5, MODE_ACK_START)
     assert driver.status().faults == FaultFlag.WATCHDOG
 
 
@@ -661,6 +859,7 @@ def test_garbage_and_foreign_frames_are_ignored(
     port.push(frame("00 FF 0F F0 81 45 81 50 08 3C 01 02 03 0F 55"))
     driver.poll_events()
     assert driver.stats.protocol_errors == 1
+    port.reply(GET_MODE_C5, MODE_ACK_STIM)
     assert driver.status().faults == FaultFlag.NONE
 
 

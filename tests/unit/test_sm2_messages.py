@@ -93,6 +93,38 @@ CASES: list[tuple[str, int, Message, str]] = [
         "F0 81 D5 81 51 07 0B 00 02 0F",
     ),
     (
+        # GetStimulationMode with counter 10 = 0x0A: counter and command both escaped.
+        # Payload 81 5F 81 5F; CRC 0x7D -> 28; LEN 4 -> 51.
+        "GetStimulationMode special counter",
+        10,
+        GetStimulationMode(),
+        "F0 81 28 81 51 81 5F 81 5F 0F",
+    ),
+    (
+        # GetStimulationModeAck: result 0, mode 0 (start). Payload 09 0B 00 00;
+        # CRC 0x4A -> 1F; LEN 4 -> 51.
+        "GetStimulationModeAck start",
+        9,
+        GetStimulationModeAck(Result.OK, 0),
+        "F0 81 1F 81 51 09 0B 00 00 0F",
+    ),
+    (
+        # GetStimulationModeAck: result 0, mode 1 (initialised). Payload 09 0B 00 01;
+        # CRC 0x4D -> 18; LEN 4 -> 51.
+        "GetStimulationModeAck initialised",
+        9,
+        GetStimulationModeAck(Result.OK, 1),
+        "F0 81 18 81 51 09 0B 00 01 0F",
+    ),
+    (
+        # GetStimulationModeAck: result -3 (wrong mode) = FD, mode 0. Payload
+        # 09 0B FD 00; CRC 0xB7 -> E2; LEN 4 -> 51.
+        "GetStimulationModeAck refused",
+        9,
+        GetStimulationModeAck(Result.WRONG_MODE, 0),
+        "F0 81 E2 81 51 09 0B FD 00 0F",
+    ),
+    (
         # InitChannelListMode: cmd 30 = 0x1E. LF factor 0; channels 1+2 -> mask 03;
         # LF mask 00; IPI 2 ms -> (2 - 1.5) x 2 = 1; main 50 ms -> (50 - 1) / 0.5 = 98
         # = 00 62; reserved 00. Payload 01 1E 00 03 00 01 00 62 00; CRC 0x0E -> 5B;

@@ -364,6 +364,77 @@ def test_simulator_fault_injection_command(host: Host) -> None:
     assert bad == [Unrecognised(SIM_INJECT_ACK, bytes([Result.PARAMETER_ERROR & 0xFF]))]
 
 
+def test_get_stimulation_mode_reports_a_stuck_output_stage_as_stimulating(host: Host) -> None:
+    # The stage delivers 1 mA with no pulse commanded (within the over-current
+    # monitor's tolerance, so nothing trips): the device says what its stage does.
+    stimulating(host)
+    assert host.send(StopChannelListMode()) == [StopChannelListModeAck(Result.OK)]
+    host.device.inject("stuck:ch=1,ma=1")
+    assert host.outputs()[0] == (1000, True)
+    assert host.send(GetStimulationMode()) == [GetStimulationModeAck(0, 2)]
+
+
+def test_lie_output_makes_the_device_deny_that_it_stimulates(host: Host) -> None:
+    stimulating(host)
+    host.device.inject("lie-output")
+    assert host.send(GetStimulationMode()) == [GetStimulationModeAck(0, 1)]
+    assert host.outputs() == [(20_000, True), (15_000, True)]  # the truth
+    # Armed with width 0 there is nothing to hide: the mode is told as it is.
+    host.send(start((0, 20), (0, 15)))
+    assert host.send(GetStimulationMode()) == [GetStimulationModeAck(0, 2)]
+
+
+def reconnect(host: Host) -> list[Message]:
+    """The host falls silent until the device drops the link, then connects again."""
+    announced = host.wait(PROFILE.link.watchdog_timeout_ms)
+    assert Init(1) in announced
+    return host.send_raw(InitAck(Result.OK).encode(host.counters_seen[-1]))
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [("open:ch=1", -2), ("emergency-switch", -1)],
+)
+def test_a_stimulation_error_is_reported_again_to_whoever_connects_next(
+    host: Host, fault: str, code: int
+) -> None:
+    stimulating(host)
+    if fault == "emergency-switch":
+        host.send(Unrecognised(SIM_INJECT, fault.encode()))
+    else:
+        host.device.inject(fault)
+        assert host.receive() == [StimulationError(code)]
+        host.device.inject("close:ch=1")  # the cause is gone, the error is not
+    assert host.personality.stimulation_error == code
+    # A new connection (the old host gone): the device says it again, after the InitAck.
+    assert reconnect(host) == [StimulationError(code)]
+    assert host.send(GetStimulationMode()) == [GetStimulationModeAck(0, 0)]
+    assert reconnect(host) == [StimulationError(code)]  # and again, until dealt with
+    traced = host.device.trace.records("pending")
+    assert len(traced) == 2
+    # InitChannelListMode is the documented way back: it clears the error.
+    assert host.send(channel_list(1, 2)) == [InitChannelListModeAck(Result.OK)]
+    assert host.personality.stimulation_error is None
+    assert reconnect(host) == []
+    host.send(channel_list(1, 2))
+    assert host.send(start((300, 20), (250, 15))) == [StartChannelListModeAck(Result.OK)]
+    assert host.outputs() == [(20_000, True), (15_000, True)]
+
+
+def test_a_power_cycle_forgets_the_stimulation_error(host: Host) -> None:
+    stimulating(host)
+    host.device.inject("open:ch=1")
+    host.receive()
+    host.device.inject("close:ch=1")
+    host.device.reset("switched off and on")
+    assert host.personality.stimulation_error is None
+    host.connect()
+    assert host.receive() == []
+    host.send(channel_list(1, 2))
+    assert host.send(start((300, 20), (250, 15))) == [StartChannelListModeAck(Result.OK)]
+    assert host.outputs() == [(20_000, True), (15_000, True)]
+
+
 # --- other clients' encodings ------------------------------------------------------------------
 
 

@@ -21,9 +21,11 @@ full story):
 ``stop_all()``       ``StopChannelListMode`` written at once from any thread, never waiting
                      for a reply; a command that had not yet been written is not written
 ``heartbeat()``      ``Watchdog``
-``status()``         ``Watchdog``, and a status *synthesised* from what the driver commanded
-                     and what the device reported unasked: ScienceMode2 has no status
-                     command, so ``measured_ua`` and ``impedance_ohm`` are always None
+``status()``         ``GetStimulationMode``, answered: no answer within the reply timeout
+                     is ``DeviceTimeout``. A channel's output is on when the device says
+                     it is stimulating (mode 2) and the channel's pulse width in the
+                     channel list the device holds is above zero (at any amplitude, 0 mA
+                     included); ``measured_ua`` and ``impedance_ohm`` are always None
 ===================  ====================================================================
 
 What the driver refuses itself (``ValueError``, nothing sent) is what the wire cannot
@@ -46,6 +48,18 @@ is matched to the oldest command of its kind still waiting for one. Only one ord
 command is in flight at a time; ``stop_all`` adds a reply slot that nobody waits for.
 Nothing is retried: without request ids a retry could pair the wrong reply with a
 command.
+
+What the device is doing (its mode, and the pulses of the channel list it holds) is
+learnt from its replies only, in the order it sent them: an acknowledged
+StartChannelListMode sets the pulses, an acknowledged stop or InitChannelListMode, a
+StimulationError, an Init, or a mode answer other than "stimulating" clears them. A
+StartChannelListMode whose acknowledgement has not (yet) arrived counts as possibly
+applied, so a lost reply can only make ``status()`` report *more* output, never less.
+What the driver *commanded* (used to build its next frames) is kept apart from that,
+and ``stop_all`` changes only the commanded side: the output is confirmed off by the
+device's answers, never by the driver's belief. When the device reports a lower mode
+than the one the driver set up, with no stop sent since, it stopped by itself without
+a StimulationError reaching the driver: HARDWARE latches.
 
 Time: with a real clock a reader thread receives frames; with a
 :class:`~estim.clock.VirtualClock` there is no thread and a waiting call reads what the
@@ -90,14 +104,17 @@ from estim.device.sciencemode2.messages import (
     Init,
     InitAck,
     InitChannelListMode,
+    InitChannelListModeAck,
     Message,
     MessageError,
     Result,
     StartChannelListMode,
+    StartChannelListModeAck,
     StimulationError,
     StimulationErrorCode,
     StimulationMode,
     StopChannelListMode,
+    StopChannelListModeAck,
     UnknownCommand,
     Unrecognised,
     Watchdog,
@@ -107,6 +124,7 @@ from estim.device.sciencemode2.messages import (
 )
 from estim.device.transport import DEFAULT_READ_TIMEOUT_S, SerialLink, open_link
 from estim.errors import (
+    CommandSuperseded,
     DeviceDisconnected,
     DeviceError,
     DeviceFaulted,
@@ -140,7 +158,7 @@ _ERROR_FLAGS = {
 }
 
 
-class SupersededByStop(DeviceError):
+class SupersededByStop(CommandSuperseded):
     """A command was not sent because an emergency stop came first."""
 
 
@@ -158,13 +176,27 @@ class DriverStats:
 
 
 class _Slot:
-    """One sent command's place in the queue of replies it expects."""
+    """One sent command's place in the queue of replies it expects.
 
-    __slots__ = ("done", "expires_ns", "reply", "waited")
+    ``seq`` orders it among every frame written; ``generation`` is the driver's stop
+    generation when it was written; ``pulses`` are a StartChannelListMode's entries by
+    channel number (the wire carries them without channel numbers).
+    """
 
-    def __init__(self, *, waited: bool, expires_ns: int) -> None:
+    __slots__ = ("done", "expires_ns", "generation", "pulses", "reply", "seq", "waited")
+
+    def __init__(
+        self,
+        *,
+        waited: bool,
+        expires_ns: int,
+        pulses: dict[int, ChannelPulse] | None = None,
+    ) -> None:
         self.waited = waited
         self.expires_ns = expires_ns
+        self.pulses = pulses
+        self.seq = -1
+        self.generation = -1
         self.done = threading.Event()
         self.reply: Message | None = None
 
@@ -249,12 +281,17 @@ class ScienceMode2Stimulator(Stimulator):
         self._announced_counter = 0
         self._announced_event = threading.Event()
         self._rehandshake_ns = -(1 << 62)
-        # What the driver commanded and the device said (status is made from these).
+        self._writes = 0  # frames written, for ordering replies against commands
+        # What the driver commanded (its next frames are built from these).
         self._mode = StimulationMode.START
         self._list: _ChannelList | None = None
         self._amplitudes_ua: dict[int, int] = {}
         self._on: frozenset[int] = frozenset()
         self._faults = FaultFlag.NONE
+        # What the device said (status is made from these; see the module docstring).
+        self._device_mode: StimulationMode | None = None  # None: not said yet
+        self._device_pulses: dict[int, ChannelPulse] | None = None  # None: unknown
+        self._unconfirmed: dict[int, dict[int, ChannelPulse]] = {}  # by write seq
 
     @property
     def is_open(self) -> bool:
@@ -262,8 +299,13 @@ class ScienceMode2Stimulator(Stimulator):
 
     @property
     def stimulation_mode(self) -> StimulationMode:
-        """What the driver believes the device's mode is (see :meth:`query_mode`)."""
+        """The mode the driver has set the device up for (see :attr:`device_mode`)."""
         return self._mode
+
+    @property
+    def device_mode(self) -> StimulationMode | None:
+        """The mode the device last reported or acknowledged (None: not yet)."""
+        return self._device_mode
 
     @property
     def last_write_ns(self) -> int:
@@ -286,6 +328,10 @@ class ScienceMode2Stimulator(Stimulator):
         )
         try:
             self._link.discard_input()  # a backlog of old announcements, half frames
+            with self._state_lock:
+                # Before anything is read: whatever the device says from here on (a
+                # StimulationError pending from before this connection) stays latched.
+                self._reset_state(FaultFlag.NONE)
             if not self.clock.is_virtual:
                 self._reader = threading.Thread(
                     target=self._read_loop, name=f"sciencemode2 reader {self.url}", daemon=True
@@ -305,11 +351,23 @@ class ScienceMode2Stimulator(Stimulator):
                 )
             self._write_message(InitAck(Result.OK), counter=counter)
             self.stats.handshakes += 1
-            with self._state_lock:
-                self._reset_state(FaultFlag.NONE)
             mode = self.query_mode()  # proves the link works both ways
             if mode is not StimulationMode.START:
+                log.warning(
+                    "%s: the device was %s when estim connected: stopping it",
+                    self.url,
+                    mode.name.lower(),
+                )
                 self._transact(StopChannelListMode())
+            if self._faults:
+                # The device reported an error as soon as it was connected: one left
+                # from before this connection. It stays latched (status reports it, and
+                # nothing is set up) until a person clears it; see docs/devices/rehastim2.md.
+                log.warning(
+                    "%s: the device reports an error from before this connection: %s",
+                    self.url,
+                    self._faults.describe(),
+                )
             if self.probe_simulator:
                 self.is_simulator = self._probe_simulator()
                 if self.is_simulator:
@@ -402,6 +460,7 @@ class ScienceMode2Stimulator(Stimulator):
 
     def _configure(self, configs: tuple[ChannelConfig, ...]) -> None:
         channel_list = self.channel_list_for(configs)
+        self._refuse_if_faulted()  # InitChannelListMode would clear the device's own latch
         with self._command_lock:
             generation = self._generation
             if self._mode is not StimulationMode.START:
@@ -421,13 +480,14 @@ class ScienceMode2Stimulator(Stimulator):
             widths = StartChannelListMode(
                 tuple(ChannelPulse(channel_list.width_us(c), 0) for c in channel_list.channels)
             )
-            self._exchange(widths, generation)
+            self._exchange(widths, generation, channel_list.channels)
             self._set_mode(StimulationMode.STIMULATING, generation)
             with self._state_lock:
                 if generation == self._generation:
                     self._list = channel_list
                     self._amplitudes_ua = dict.fromkeys(channel_list.channels, 0)
-            self._exchange(self._start_message(channel_list, frozenset()), generation)
+            armed = self._start_message(channel_list, frozenset())
+            self._exchange(armed, generation, channel_list.channels)
 
     def _set_amplitudes(self, amplitudes_ua: dict[int, int]) -> None:
         channel_list = self._require_list()
@@ -442,7 +502,8 @@ class ScienceMode2Stimulator(Stimulator):
             # Sent even while output is off (width 0: no pulses), so the device itself
             # judges every amplitude before any pulse could carry it.
             self._ensure_channel_list(channel_list, generation)
-            self._exchange(self._start_message(channel_list, self._on, amplitudes), generation)
+            message = self._start_message(channel_list, self._on, amplitudes)
+            self._exchange(message, generation, channel_list.channels)
             with self._state_lock:
                 if generation == self._generation:
                     self._amplitudes_ua = amplitudes
@@ -458,7 +519,7 @@ class ScienceMode2Stimulator(Stimulator):
             generation = self._generation
             self._ensure_channel_list(channel_list, generation)
             on = self._on | frozenset(channels)
-            self._exchange(self._start_message(channel_list, on), generation)
+            self._exchange(self._start_message(channel_list, on), generation, channel_list.channels)
             with self._state_lock:
                 if generation == self._generation:
                     self._on = on
@@ -495,7 +556,9 @@ class ScienceMode2Stimulator(Stimulator):
 
     def _stop_all(self) -> None:
         # Outside the command lock: never behind another command's reply. The write
-        # lock is held by at most one frame's write.
+        # lock is held by at most one frame's write. Only what the driver *commanded*
+        # changes here; what the device does is known when it answers (its
+        # StopChannelListModeAck, or the next status).
         self._raise_if_failed()
         expires = self.clock.now_ns() + self.reply_timeout_ns
         slot = _Slot(waited=False, expires_ns=expires)
@@ -503,31 +566,59 @@ class ScienceMode2Stimulator(Stimulator):
             self._generation += 1
             generation = self._generation
             self._write_locked(StopChannelListMode(), counter=None, slot=slot)
-        self._after_stop(generation)
+            # Still under the write lock: no frame written after the stop (a status
+            # question) can meet the driver's pre-stop plan.
+            self._after_stop(generation)
 
     def _heartbeat(self) -> None:
         self._write_message(Watchdog())
 
     def _status(self) -> DeviceStatus:
-        self._write_message(Watchdog())
+        """Ask the device its mode (GetStimulationMode) and report what it said.
+
+        Output on, per channel: the device stimulates (mode 2) and that channel's pulse
+        width in the channel list the device holds is above zero, at whatever amplitude
+        (0 mA included: the output stage is pulsing). ``commanded_ua`` is the amplitude
+        that channel list carries for a channel whose output is on, else 0. A device
+        that says it stimulates with no channel list estim set up is taken to stimulate
+        on every channel. No answer within the reply timeout raises DeviceTimeout.
+        """
+        self._query_mode()
         with self._state_lock:
-            configured = set(self._list.channels) if self._list else set()
-            stimulating = self._mode is StimulationMode.STIMULATING
+            on, amplitudes_ma = self._device_outputs()
             channels = tuple(
                 ChannelStatus(
                     channel=number,
-                    commanded_ua=(
-                        self._amplitudes_ua.get(number, 0)
-                        if stimulating and number in self._on
-                        else 0
-                    ),
+                    commanded_ua=amplitudes_ma.get(number, 0) * UA_PER_MA if number in on else 0,
                     measured_ua=None,
                     impedance_ohm=None,
-                    output_on=stimulating and number in self._on and number in configured,
+                    output_on=number in on,
                 )
                 for number in range(1, self.profile.output.channels + 1)
             )
             return DeviceStatus(channels, faults=self._faults, taken_at_ns=self.clock.now_ns())
+
+    def _device_outputs(self) -> tuple[frozenset[int], dict[int, int]]:
+        """Channels whose output the device may be pulsing, and their amplitudes (mA).
+
+        From the device's reported mode and the channel list it last acknowledged,
+        widened by every StartChannelListMode whose acknowledgement has not arrived
+        (it may have been applied). The caller holds the state lock.
+        """
+        if self._device_mode is not StimulationMode.STIMULATING:
+            return frozenset(), {}
+        widths: dict[int, int] = {}
+        amplitudes: dict[int, int] = {}
+        lists = [self._device_pulses or {}, *self._unconfirmed.values()]
+        for pulses in lists:
+            for channel, pulse in pulses.items():
+                widths[channel] = max(widths.get(channel, 0), pulse.pulse_width_us)
+                amplitudes[channel] = max(amplitudes.get(channel, 0), pulse.amplitude_ma)
+        if not widths:
+            # Stimulating with no channel list estim set up (or one it saw stopped):
+            # nothing says which channels are quiet, so none is.
+            return frozenset(range(1, self.profile.output.channels + 1)), {}
+        return frozenset(c for c, width in widths.items() if width), amplitudes
 
     def _measure_impedance(self, channel: int) -> int:
         raise ProtocolError(
@@ -545,9 +636,13 @@ class ScienceMode2Stimulator(Stimulator):
     # --- extras beyond the base class -------------------------------------------------
 
     def query_mode(self) -> StimulationMode:
-        """Ask the device its mode (GetStimulationMode)."""
+        """Ask the device its mode (GetStimulationMode) and wait for the answer."""
+        return self._query_mode()
+
+    def _query_mode(self) -> StimulationMode:
+        # Never superseded by a stop: a question changes nothing on the device.
         with self._command_lock:
-            reply = self._exchange(GetStimulationMode(), self._generation)
+            reply = self._exchange(GetStimulationMode(), None)
         assert isinstance(reply, GetStimulationModeAck)
         try:
             return StimulationMode(reply.mode)
@@ -682,12 +777,29 @@ class ScienceMode2Stimulator(Stimulator):
                 self._on = frozenset()
                 self._amplitudes_ua = dict.fromkeys(self._amplitudes_ua, 0)
 
-    def _exchange(self, message: Message, generation: int) -> Message:
-        """Send an acknowledged command and wait for its reply (command lock held)."""
+    def _exchange(
+        self,
+        message: Message,
+        generation: int | None,
+        channels: tuple[int, ...] | None = None,
+    ) -> Message:
+        """Send an acknowledged command and wait for its reply (command lock held).
+
+        ``generation``: the stop generation the caller planned under; a stop since then
+        supersedes the command (None: a question, never superseded). ``channels``: the
+        channel numbers of a StartChannelListMode's entries, in order.
+        """
         ack = ACK_FOR[message.COMMAND]
-        slot = _Slot(waited=True, expires_ns=self.clock.now_ns() + self.reply_timeout_ns)
+        pulses = None
+        if isinstance(message, StartChannelListMode):
+            if channels is None:
+                raise ValueError("a StartChannelListMode needs its entries' channel numbers")
+            pulses = dict(zip(channels, message.pulses, strict=True))
+        slot = _Slot(
+            waited=True, expires_ns=self.clock.now_ns() + self.reply_timeout_ns, pulses=pulses
+        )
         with self._write_lock:
-            if generation != self._generation:
+            if generation is not None and generation != self._generation:
                 raise SupersededByStop(
                     f"{self.url}: {message.COMMAND.name} not sent: an emergency stop came "
                     "first; set the stimulation up again"
@@ -774,10 +886,15 @@ class ScienceMode2Stimulator(Stimulator):
             counter = self._counter
             self._counter = (self._counter + 1) % 256
         data = message.encode(counter)
+        self._writes += 1
         if slot is not None:
             with self._state_lock:
+                slot.seq = self._writes
+                slot.generation = self._generation
                 ack = ACK_FOR[message.COMMAND]
                 self._slots[ack].append(slot)
+                if slot.pulses is not None:  # possibly applied from now on
+                    self._unconfirmed[slot.seq] = slot.pulses
         try:
             link.write(data)
         except DeviceError as err:
@@ -866,11 +983,62 @@ class ScienceMode2Stimulator(Stimulator):
             while queue and not queue[0].waited and queue[0].expires_ns < now:
                 queue.popleft()
             slot = queue.popleft() if queue else None
+            contradiction = self._learn(slot, message) if slot is not None else None
         if slot is None:
             self.stats.stale_replies += 1
             return
+        if contradiction is not None:
+            self._latch(FaultFlag.HARDWARE, contradiction)
         slot.reply = message
         slot.done.set()
+
+    def _learn(self, slot: _Slot, message: Message) -> str | None:
+        """What a reply says the device now does (state lock held).
+
+        Returns the reason to latch a fault when the device's answer contradicts what
+        the driver set it up for (it left stimulation by itself), else None.
+        """
+        if getattr(message, "result", None) != Result.OK:
+            self._unconfirmed.pop(slot.seq, None)  # refused (or unknown): not applied
+            return None
+        match message:
+            case StartChannelListModeAck():
+                # A StartChannelListMode carries every channel: it replaces what came before.
+                self._device_pulses = dict(slot.pulses or {})
+                for seq in [s for s in self._unconfirmed if s <= slot.seq]:
+                    del self._unconfirmed[seq]
+                self._device_mode = StimulationMode.STIMULATING
+            case InitChannelListModeAck():
+                self._device_holds_no_pulses(before_seq=slot.seq)
+                self._device_mode = StimulationMode.INITIALISED
+            case StopChannelListModeAck():
+                self._device_holds_no_pulses(before_seq=slot.seq)
+                self._device_mode = StimulationMode.START
+            case GetStimulationModeAck():
+                try:
+                    mode = StimulationMode(message.mode)
+                except ValueError:
+                    return None  # the waiting query raises ProtocolError
+                self._device_mode = mode
+                if mode is not StimulationMode.STIMULATING:
+                    self._device_holds_no_pulses(before_seq=slot.seq)
+                planned = self._mode
+                if mode < planned and slot.generation == self._generation:
+                    self._mode = mode
+                    self._on = frozenset()
+                    return (
+                        f"the device reports mode {mode.value} ({mode.name.lower()}) although "
+                        f"estim had set it {planned.name.lower()} and sent no stop since: it "
+                        "stopped stimulating by itself, and no StimulationError reached estim"
+                    )
+        return None
+
+    def _device_holds_no_pulses(self, before_seq: int | None = None) -> None:
+        """The device has no channel list running: forget every Start written before
+        ``before_seq`` (None: all). The caller holds the state lock."""
+        self._device_pulses = {}
+        for seq in [s for s in self._unconfirmed if before_seq is None or s < before_seq]:
+            del self._unconfirmed[seq]
 
     def _on_init(self, counter: int, init: Init) -> None:
         if self.identity is None:  # still in open(): the handshake is open()'s job
@@ -880,6 +1048,9 @@ class ScienceMode2Stimulator(Stimulator):
             return
         # The device announced itself again: it restarted, or its watchdog dropped the
         # link. Its output is off and its channel list gone. Keep the link usable.
+        with self._state_lock:
+            self._device_mode = StimulationMode.START
+            self._device_holds_no_pulses()
         now = self.clock.now_ns()
         repeated = now - self._rehandshake_ns < self.reply_timeout_ns
         self._rehandshake_ns = now
@@ -913,6 +1084,9 @@ class ScienceMode2Stimulator(Stimulator):
         except ValueError:
             flag = FaultFlag.HARDWARE
         detail = f"StimulationError {code}: {StimulationErrorCode.describe(code)}"
+        with self._state_lock:
+            self._device_mode = StimulationMode.START
+            self._device_holds_no_pulses()
         self._latch(flag, detail + "; the device stopped stimulating")
 
     def _latch(self, flag: FaultFlag, detail: str) -> None:
@@ -954,6 +1128,9 @@ class ScienceMode2Stimulator(Stimulator):
         self._amplitudes_ua = {}
         self._on = frozenset()
         self._faults = faults
+        self._device_mode = None
+        self._device_pulses = None
+        self._unconfirmed = {}
 
     # --- keep-alive ------------------------------------------------------------------
 

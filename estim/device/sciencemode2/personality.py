@@ -8,8 +8,13 @@ docs/devices/rehastim2.md ("The simulator"). In short:
 
 - After power-up (and after the link is lost) the device announces itself with
   ``Init`` every :attr:`INIT_PERIOD_NS` until a host answers ``InitAck`` with that
-  Init's packet counter; the handshake clears latched faults. Commands other than
-  ``InitAck`` are ignored until then.
+  Init's packet counter; the handshake clears the power-up and watchdog latches (the
+  host learns of those from the Init itself). Commands other than ``InitAck`` are
+  ignored until then.
+- ``GetStimulationMode`` is answered with the truth: the channel-list mode, except
+  that an output stage that delivers pulses whatever was commanded (a ``stuck``
+  fault) makes the device say it is stimulating, and a ``lie-output`` fault makes it
+  say "initialised" while it stimulates.
 - Modes: START -> ``InitChannelListMode`` -> INITIALISED -> ``StartChannelListMode``
   -> STIMULATING (``StartChannelListMode`` again updates widths and amplitudes);
   ``StopChannelListMode`` returns to START from anywhere. A command in the wrong mode
@@ -19,8 +24,12 @@ docs/devices/rehastim2.md ("The simulator"). In short:
   hardware model does that) and drops the link: back to START, announcing Init.
 - A bad electrode (the hardware model's open-circuit monitor) is reported as
   ``StimulationError -2``; an over-current or output-stage fault as -3. Either stops
-  stimulation and returns to START, so the host must re-initialise, which clears the
-  latched fault (the device has no separate clear command).
+  stimulation and returns to START. The error stays latched until the host sends
+  ``InitChannelListMode`` (the documented way back to stimulation; it trips again if
+  the cause persists) or the device is power-cycled: link loss and a new handshake do
+  not clear it, and the device reports it again right after every handshake, so a host
+  that connects later learns of it (ScienceMode2 has no command to read or clear an
+  error; see docs/devices/rehastim2.md).
 - Simulator-only command 200 (not ScienceMode2): inject a fault spec, press the
   emergency switch, or (``measure-current:ch=N``) read the current delivered into a
   channel's load, as an instrument on the bench would.
@@ -128,6 +137,7 @@ class ScienceMode2Personality(Personality):
         self._last_frame_ns = hardware.clock.now_ns()
         self._list: InitChannelListMode | None = None
         self._pulses: dict[int, ChannelPulse] = {}
+        self._stimulation_error: StimulationErrorCode | None = None  # latched, see above
 
     # --- what a test or the bench may look at ------------------------------------------
 
@@ -139,6 +149,11 @@ class ScienceMode2Personality(Personality):
     def connected(self) -> bool:
         """True once a host has acknowledged Init (until the link is lost)."""
         return self._connected
+
+    @property
+    def stimulation_error(self) -> StimulationErrorCode | None:
+        """The error the device stopped on, latched until re-initialised or power-cycled."""
+        return self._stimulation_error
 
     # --- Personality -----------------------------------------------------------------
 
@@ -171,6 +186,7 @@ class ScienceMode2Personality(Personality):
         self._mode = StimulationMode.START
         self._list = None
         self._pulses = {}
+        self._stimulation_error = None  # a restart forgets why it stopped
         self._init_counters.clear()
         self._next_init_ns = self.hardware.clock.now_ns()
 
@@ -201,6 +217,7 @@ class ScienceMode2Personality(Personality):
             if faults & flags:
                 self._mode = StimulationMode.START
                 self._pulses = {}
+                self._stimulation_error = code
                 if self._connected:
                     self._send(StimulationError(code))
                 return
@@ -249,7 +266,7 @@ class ScienceMode2Personality(Personality):
             case Watchdog():
                 pass
             case GetStimulationMode():
-                self._send(GetStimulationModeAck(Result.OK, self._mode))
+                self._send(GetStimulationModeAck(Result.OK, self._reported_mode()))
             case InitChannelListMode():
                 self._init_channel_list(message)
                 self._send(InitChannelListModeAck(Result.OK))
@@ -325,7 +342,22 @@ class ScienceMode2Personality(Personality):
         )
         self._mode = StimulationMode.START
         self._pulses = {}
+        self._stimulation_error = StimulationErrorCode.EMERGENCY_SWITCH
         self._send(StimulationError(StimulationErrorCode.EMERGENCY_SWITCH))
+
+    def _reported_mode(self) -> StimulationMode:
+        """The mode GetStimulationMode reports: what the output stage really does.
+
+        The channel-list mode, except that an output stage delivering pulses (a stuck
+        stage keeps going after a stop) is "stimulating", and one that the hardware
+        status hides (the ``lie-output`` fault) is "initialised" at most.
+        """
+        reported_on = any(c.output_on for c in self.hardware.status().channels)
+        if reported_on:
+            return StimulationMode.STIMULATING
+        if any(o.output_on for o in self.hardware.outputs()):  # lie-output
+            return min(self._mode, StimulationMode.INITIALISED)
+        return self._mode
 
     def _on_init_ack(self, raw_counter: int, message: InitAck) -> None:
         if self._connected:
@@ -339,7 +371,17 @@ class ScienceMode2Personality(Personality):
         self._connected = True
         self._next_init_ns = None
         self._mode = StimulationMode.START
-        self.hardware.clear_faults()
+        # The Init told the host of a restart or a dropped link; a stimulation error
+        # stays latched and is told again, now, to whoever connected.
+        self.hardware.clear_faults(FaultFlag.RESET | FaultFlag.WATCHDOG)
+        if self._stimulation_error is not None:
+            code = self._stimulation_error
+            self._trace(
+                "pending",
+                "STIMULATION_ERROR",
+                f"reported again after the handshake: {StimulationErrorCode.describe(code)}",
+            )
+            self._send(StimulationError(code))
 
     def _reply_error(self, command: int, result: Result, detail: str) -> None:
         name = _command_name(command)
@@ -404,6 +446,7 @@ class ScienceMode2Personality(Personality):
         # latched fault clears (if its cause persists, it trips again at start).
         self.hardware.output_off()
         self.hardware.clear_faults()
+        self._stimulation_error = None
         self._list = message
         self._pulses = {}
         self._mode = StimulationMode.INITIALISED
