@@ -47,6 +47,10 @@ ACKNOWLEDGE = [
     "DEVICE_NO_CURRENT_MEASUREMENT",
     "--acknowledge",
     "DEVICE_NO_IMPEDANCE_MEASUREMENT",
+    # the profile's own warnings (estim profile check) are the session's too
+    *("--acknowledge", "PROFILE_PROBE_AMPLITUDE"),
+    *("--acknowledge", "PROFILE_WATCHDOG"),
+    *("--acknowledge", "PROFILE_LEAKAGE"),
 ]
 
 
