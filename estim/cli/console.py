@@ -87,12 +87,15 @@ LINK_LOST = "link lost"
 
 
 def link_lost(view: SessionView) -> bool:
-    """Whether the link to the device is gone (the communication-loss interlock tripped).
+    """Whether the link to the device is gone (the runner closed a failed link, or the
+    communication-loss interlock tripped).
 
     The view's device readings (measured current, output reported on) are then the
     last ones received before the loss, not the device's state now: they must not be
     shown as if they were.
     """
+    if view.link_lost:
+        return True
     return view.fault is not None and view.fault.interlock_id == CommunicationLoss.ID
 
 

@@ -97,6 +97,9 @@ class Output(Frozen):
     pulse_period_resolution_us: int | None = Field(default=None, gt=0)
     supported_shapes: tuple[ShapeKind, ...] = Field(min_length=1)
     compliance_voltage_v: PositiveDecimal = Field(le=500)
+    # Whether the device can ramp by itself. estim never hands it a ramp (the wire
+    # protocols cannot say how long); a profile that sets this is refused by the
+    # profile check (PROFILE_DEVICE_RAMPS) so a session never relies on it.
     device_ramps: bool = False
 
     @model_validator(mode="after")

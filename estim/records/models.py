@@ -277,8 +277,8 @@ class SessionRecord(Frozen):
     def delivered_nothing(self) -> bool:
         """Known to have delivered no stimulation (so it does not count toward a dose).
 
-        Never true of an interrupted session: what it delivered after its last
-        checkpoint is unknown.
+        Never true of an interrupted session: what it delivered after its last status
+        event (the dose figures are written once a second) is unknown.
         """
         return (
             self.outcome is not None

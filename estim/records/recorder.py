@@ -76,10 +76,6 @@ class SessionRecorder:
             )
         )
 
-    def checkpoint(self, summary: SessionSummary) -> None:
-        """Record what has been delivered so far (kept if the process dies)."""
-        self._store._checkpoint(self.session_id, summary)
-
     def finish(
         self,
         outcome: Outcome,

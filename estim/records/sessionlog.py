@@ -134,6 +134,32 @@ def _broken(verdict: chain.ChainVerdict, sequence: int, reason: str) -> chain.Ch
     return chain.ChainVerdict(verdict.count, verdict.head_hash, chain.BrokenLink(sequence, reason))
 
 
+DELIVERED_KEY = "delivered"
+"""The key under which the controller's status events carry the dose delivered so far."""
+
+
+def delivered_columns(data: Any) -> dict[str, int | None]:
+    """The session row's dose columns from an event that reports them (else nothing).
+
+    The controller's once-a-second status event carries what has been delivered so far
+    (``{"delivered": {"confirmed_ua", "on_time_us", "contractions"}}``); writing it onto
+    the session row in the same transaction as the event means a session whose process
+    dies still says what the patient received, to within a second.
+    """
+    figures = data.get(DELIVERED_KEY) if isinstance(data, dict) else None
+    if not isinstance(figures, dict):
+        return {}
+    columns = {
+        "confirmed_amplitude_ua": figures.get("confirmed_ua"),
+        "on_time_us": figures.get("on_time_us"),
+        "contractions": figures.get("contractions"),
+    }
+    for value in columns.values():
+        if value is not None and (type(value) is not int or value < 0):
+            return {}  # not the controller's figures: the row keeps what it had
+    return columns
+
+
 def device_columns(device: DeviceRecord | None) -> dict[str, str]:
     if device is None:
         return {}

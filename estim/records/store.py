@@ -64,6 +64,7 @@ from estim.records.recorder import SessionRecorder
 from estim.records.sessionlog import (
     END_KIND,
     OPENED_KIND,
+    delivered_columns,
     device_columns,
     device_of,
     header_fields,
@@ -1106,6 +1107,7 @@ class Store:
                 last_event_kind=linked.kind,
                 last_event_at=linked.wall_time,
                 **device_columns(device_of(linked.kind, linked.data)),
+                **delivered_columns(linked.data),
             )
         ).rowcount
         if moved != 1:
@@ -1185,19 +1187,6 @@ class Store:
             )
         return linked
 
-    def _checkpoint(self, session_id: int, summary: SessionSummary) -> None:
-        s = t.session
-        with self._write("checkpointing a session") as conn:
-            conn.execute(
-                update(s)
-                .where(and_(s.c.id == session_id, s.c.outcome.is_(None)))
-                .values(
-                    confirmed_amplitude_ua=summary.confirmed_amplitude_ua,
-                    on_time_us=summary.on_time_us,
-                    contractions=summary.contractions,
-                )
-            )
-
     def recover_interrupted(self) -> list[SessionRecord]:
         """Mark sessions whose process died as interrupted; return them.
 
@@ -1256,7 +1245,7 @@ class Store:
             row.last_event_sha256,
             outcome=Outcome.INTERRUPTED,
             reason=reason,
-            summary=SessionSummary(  # as last checkpointed; None where never known
+            summary=SessionSummary(  # as the last status event left it; None where never known
                 confirmed_amplitude_ua=row.confirmed_amplitude_ua,
                 on_time_us=row.on_time_us,
                 contractions=row.contractions,

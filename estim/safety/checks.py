@@ -249,6 +249,7 @@ CHECK_TITLES: dict[str, str] = {
     "PROFILE_PROBE_AMPLITUDE": "probe amplitude",
     "PROFILE_MINIMUM_OUTPUT": "minimum output step",
     "PROFILE_WATCHDOG": "watchdog timeout",
+    "PROFILE_DEVICE_RAMPS": "device-side ramps",
     "PROFILE_TOLERANCE_PERCENT": "current tolerance (%)",
     "PROFILE_TOLERANCE_MA": "current tolerance (mA)",
     "PROFILE_LEAKAGE": "leakage (normal)",
@@ -1162,6 +1163,23 @@ def _profile_checks(profile: DeviceProfile, limits: Limits) -> Iterator[Finding]
         limit_text=f"<= {watchdog}",
         fix="configure a shorter device watchdog",
         field="link.watchdog_timeout_ms",
+    )
+
+    # Neither wire protocol can tell a device how long to ramp, so a device that ramps
+    # by itself would do it on its own terms (or not at all, from zero to the plateau).
+    # estim always ramps from the host, set-point by set-point, under its interlocks.
+    yield _finding(
+        "PROFILE_DEVICE_RAMPS",
+        not output.device_ramps,
+        Severity.ERROR,
+        cat,
+        "the profile says the device ramps by itself; estim cannot tell a device its ramp "
+        "times and does not hand ramps to a device: every ramp is stepped by the host",
+        passed="ramps are stepped by the host, set-point by set-point",
+        value="yes" if output.device_ramps else "no",
+        limit_text="device_ramps = false",
+        fix="set output.device_ramps = false (estim steps every ramp itself)",
+        field="output.device_ramps",
     )
 
     measurement = profile.measurement

@@ -94,7 +94,9 @@ class StatusReading:
     device_faults: frozenset[str] = frozenset()
     rejected: str | None = None  # a command the device refused (NACK) since last time
     link_error: str | None = None  # the link itself failed (port gone, device unplugged)
-    stimulation_elapsed_us: int = 0  # schedule time delivered so far in this session
+    # Controller wall-clock time so far in this session (see estim.session.stimulation_time):
+    stimulation_elapsed_us: int = 0  # running and stopping
+    titration_elapsed_us: int = 0  # titrating
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,8 +391,6 @@ class CurrentDeviation(Interlock[StatusReading]):
             ma_to_ua(m.current_tolerance_ma),
             Fraction(m.current_tolerance_percent),
             measures_current=m.measures_current,
-            # A device that ramps by itself is between set-points on purpose.
-            compare_setpoint=not profile.output.device_ramps,
         )
 
     def allowed_ua(self, commanded_ua: int) -> Fraction:
@@ -476,28 +476,49 @@ class UnexpectedOutput(Interlock[StatusReading]):
 
 class SessionTimeCap(Interlock[StatusReading]):
     ID = "IL-SESSION-TIME"
-    TITLE = "session time cap"
+    TITLE = "session and titration time caps"
     HAZARDS = ("H-OVERDOSE",)
     STAGE = Stage.RUNTIME
     DESCRIPTION = (
-        "Stimulation time in this session beyond the prescribed session duration (the "
-        "schedule ends before it; this catches a timer that does not)."
+        "Stimulation beyond the prescribed session (plus its stop ramp), or a titration "
+        "that goes on beyond the titration limit, both timed by the controller's own "
+        "clock and not by the schedule (the schedule ends before the cap; this catches "
+        "a schedule timer that does not, and a titration nobody finishes)."
     )
 
     MAX_CAP_US = 120 * 60 * 1_000_000  # the protocol model's own maximum session
+    MAX_TITRATION_CAP_US = 30 * 60 * 1_000_000  # the configurable limit's sanity range
 
-    def __init__(self, cap_us: int) -> None:
+    def __init__(self, cap_us: int, titration_cap_us: int = MAX_TITRATION_CAP_US) -> None:
         if not 0 < cap_us <= self.MAX_CAP_US:
             raise _refuse(self.ID, "cap_us", cap_us, f"0 < cap <= {self.MAX_CAP_US} us")
+        if not 0 < titration_cap_us <= self.MAX_TITRATION_CAP_US:
+            raise _refuse(
+                self.ID,
+                "titration_cap_us",
+                titration_cap_us,
+                f"0 < cap <= {self.MAX_TITRATION_CAP_US} us",
+            )
         self.cap_us = cap_us
+        self.titration_cap_us = titration_cap_us
 
     def should_trip(self, reading: StatusReading) -> Trip | None:
         if reading.stimulation_elapsed_us > self.cap_us:
             return self._trip(
-                f"stimulation has run {reading.stimulation_elapsed_us // 1_000_000} s, beyond "
-                f"the session cap of {self.cap_us // 1_000_000} s"
+                f"stimulation has run {_seconds(reading.stimulation_elapsed_us)}, beyond "
+                f"the session cap of {_seconds(self.cap_us)}"
+            )
+        if reading.titration_elapsed_us > self.titration_cap_us:
+            return self._trip(
+                f"titration has gone on for {_seconds(reading.titration_elapsed_us)}, "
+                f"beyond the titration limit of {_seconds(self.titration_cap_us)}: "
+                "confirm an amplitude sooner, or start again"
             )
         return None
+
+
+def _seconds(us: int) -> str:
+    return f"{us // 1_000_000} s"
 
 
 # --- command ---------------------------------------------------------------------------
@@ -749,7 +770,11 @@ class RuntimeInterlocks:
 
     @classmethod
     def for_profile(
-        cls, profile: DeviceProfile, amplitude: AmplitudeLimit, session_cap_us: int
+        cls,
+        profile: DeviceProfile,
+        amplitude: AmplitudeLimit,
+        session_cap_us: int,
+        titration_cap_us: int = SessionTimeCap.MAX_TITRATION_CAP_US,
     ) -> RuntimeInterlocks:
         return cls(
             items=(
@@ -759,7 +784,7 @@ class RuntimeInterlocks:
                 UnexpectedOutput.for_profile(profile),
                 DeviceFault(),
                 CurrentDeviation.for_profile(profile),
-                SessionTimeCap(session_cap_us),
+                SessionTimeCap(session_cap_us, titration_cap_us),
             ),
             amplitude=amplitude,
         )

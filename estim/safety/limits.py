@@ -61,6 +61,7 @@ class LimitId(StrEnum):
     SESSION_HOME_AUTO_OFF = "SESSION_HOME_AUTO_OFF"
     SESSIONS_PER_DAY_MAX = "SESSIONS_PER_DAY_MAX"
     TITRATION_STEP_MAX = "TITRATION_STEP_MAX"
+    TITRATION_TIME_MAX = "TITRATION_TIME_MAX"
     RAMP_MIN = "RAMP_MIN"
     PROBE_AMPLITUDE_MAX = "PROBE_AMPLITUDE_MAX"
     WATCHDOG_TIMEOUT_MAX = "WATCHDOG_TIMEOUT_MAX"
@@ -247,6 +248,16 @@ _SPECS: dict[LimitId, _Spec] = {
         field="titration_step_max_ma",
         note="commercial units step 0.1 mA or 1 % a press, without auto-repeat",
     ),
+    LimitId.TITRATION_TIME_MAX: _Spec(
+        "longest titration: output on while the amplitude is being found",
+        D(5),
+        "min",
+        OUR_INFERENCE,
+        I,
+        field="titration_time_max_min",
+        note="a titration takes a minute or two at one press a second; time in it is "
+        "stimulation outside the prescribed session, so it is capped separately",
+    ),
     LimitId.RAMP_MIN: _Spec(
         "shortest ramp: output starts at zero and ramps up",
         D("0.1"),
@@ -319,6 +330,7 @@ class Limits(BaseModel):
     minimum_output_percent: Decimal = Field(default=D(2), gt=0, le=20)
     session_max_min: Decimal = Field(default=D(30), gt=0, le=120)
     titration_step_max_ma: Decimal = Field(default=D(1), gt=0, le=10)
+    titration_time_max_min: Decimal = Field(default=D(5), gt=0, le=30)
     ramp_min_s: Decimal = Field(default=D("0.1"), gt=0, le=10)
     probe_amplitude_max_ma: Decimal = Field(default=D(100), gt=0, le=250)
     watchdog_timeout_max_ms: Decimal = Field(default=D(1000), gt=0, le=10_000)

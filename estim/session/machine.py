@@ -64,6 +64,11 @@ class DevicePort(Protocol):
         """The highest amplitude currently commanded on any channel."""
         ...
 
+    @property
+    def device_reports_output(self) -> bool:
+        """The device's last status said some output is on (whatever was commanded)."""
+        ...
+
     def zero_all(self) -> None:
         """Emergency: every channel to zero and off, now (STOP ALL)."""
         ...
@@ -326,7 +331,14 @@ class SessionMachine:
         return None
 
     def _check_output_off(self, _: EventData) -> str | None:
-        return "output is still commanded on" if self.port.output_enabled else None
+        if self.port.output_enabled:
+            return "output is still commanded on"
+        if self.port.device_reports_output:
+            return (
+                "the device still reports output on although none is commanded (a stuck "
+                "output stage?): disconnect the electrodes and switch the device off"
+            )
+        return None
 
     # --- bookkeeping (before the state changes; no I/O) ------------------------------------
 

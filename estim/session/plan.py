@@ -26,6 +26,7 @@ from estim.safety.interlocks import (
     FindingSummary,
     ValidationReading,
 )
+from estim.safety.limits import LimitId, Limits
 
 ValidationCheck = Callable[[DeviceIdentity], ValidationReading]
 """Given the connected unit's identity, what its bench validation record says."""
@@ -74,6 +75,12 @@ def truncate_schedule(schedule: Schedule, cycles: int) -> Schedule:
     return Schedule(kept, cycles=cycles, duration_us=kept[-1].end_us, continuous=False)
 
 
+def default_titration_cap_us() -> int:
+    """The titration time limit (``TITRATION_TIME_MAX``, default limits) in microseconds."""
+    minutes = Limits().get(LimitId.TITRATION_TIME_MAX).figure
+    return int(minutes * 60 * 1_000_000)
+
+
 @dataclass(frozen=True)
 class SessionPlan:
     """Everything a session needs, checked; see :meth:`build`."""
@@ -86,6 +93,8 @@ class SessionPlan:
     findings: FindingsReading
     dose: DoseReading
     session_cap_us: int
+    # Titration is output outside the prescribed session: capped on its own (a named limit).
+    titration_cap_us: int = field(default_factory=default_titration_cap_us)
     labels: dict[str, str] = field(default_factory=dict)  # patient code, clinician ...
     validation: ValidationCheck | None = None
     validation_skip_reason: str = (
@@ -196,9 +205,9 @@ class SessionPlan:
             session_cap_us=protocol.session_us,
             labels=dict(labels or {}),
             validation=validation,
-            **(
-                {}
+            validation_skip_reason=(
+                cls.validation_skip_reason
                 if validation_skip_reason is None
-                else {"validation_skip_reason": validation_skip_reason}
+                else validation_skip_reason
             ),
         )

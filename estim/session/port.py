@@ -44,6 +44,9 @@ class DriverPort:
         self.opened = False  # the driver's port is open (commands can be sent)
         self._enabled = False
         self._commanded = dict.fromkeys(channels, 0)
+        # What the device's last status said, whatever we commanded: a fault is not
+        # acknowledged while the device still reports output on (a stuck stage).
+        self.device_reports_output = False
 
     @property
     def output_enabled(self) -> bool:
@@ -106,6 +109,7 @@ class DriverPort:
         turns its output off by itself)."""
         self.link_up = False
         self.opened = False
+        self.device_reports_output = False  # unknown now; the device's watchdog decides
         self._forget_output()
 
     def _set(self, amplitude_ua: int, *, titration: bool) -> None:

@@ -78,6 +78,7 @@ from estim.session.machine import EXCEPTION_CAUSE, SessionMachine
 from estim.session.plan import SessionPlan
 from estim.session.port import DriverPort
 from estim.session.states import Phase, State, Trigger
+from estim.session.stimulation_time import StimulationTimer
 from estim.session.summary import Outcome, SessionSummary, delivered
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class SessionView:
     commanded_ua: int = 0
     measured_ua: int | None = None
     output_on: bool = False  # as the device last reported it
+    link_lost: bool = False  # the link failed: measured and output_on are from before it
     output_enabled: bool = False  # as the controller commanded it
     titration_ua: int = 0
     confirmed_ua: int | None = None
@@ -244,9 +246,14 @@ class SessionRunner:
             emit=self._emit_machine,
             classify_error=self._trip_from_error,
         )
+        # The cap on stimulation time allows an orderly stop begun just before the end.
         self.interlocks = RuntimeInterlocks.for_profile(
-            profile, plan.amplitude, plan.session_cap_us
+            profile,
+            plan.amplitude,
+            plan.session_cap_us + self.settings.stop_ramp_us,
+            plan.titration_cap_us,
         )
+        self.stimulation_timer = StimulationTimer(clock.now_ns())
         self.identity_check = DeviceIdentityCheck.for_profile(profile)
         self.device_validation = DeviceValidation()
         self.open_circuit = OpenCircuit.for_profile(profile)
@@ -254,7 +261,6 @@ class SessionRunner:
         protocol = plan.resolved.protocol
         self.dose_cap = DoseCap(protocol.sessions_per_day, protocol.sessions_per_week)
         self._resolution_ua = plan.resolution_ua  # (a Decimal conversion: once, not per step)
-        self._device_ramps = profile.output.device_ramps
         self.preflight_findings = PreflightFindings()
         # time
         self._started_ns: int | None = None
@@ -274,6 +280,8 @@ class SessionRunner:
         self._tripped_ids: set[str] = set()
         self._last_reading: StatusReading | None = None
         self._last_status: DeviceStatus | None = None
+        self._link_lost = False  # the link failed (not closed by us)
+        self._stopped_again_ns: int | None = None
         self._link_open = False
         self._identity: DeviceIdentity | None = None
         self._output_confirmed_off: bool | None = None
@@ -677,18 +685,15 @@ class SessionRunner:
         segment = schedule.segment_at(t_us)
         assert segment is not None
         target = self.machine.target_ua
-        if self._device_ramps:
-            # The device ramps by itself: command the plateau for the whole burst.
-            amplitude = target if segment.phase.stimulating else 0
-        else:
-            amplitude = segment.amplitude_ua_at(t_us, target)
-            if self._resume_ramp:
-                since_us = (now - self._resumed_at_ns) // NS_PER_US
-                ramp_us = self.settings.resume_ramp_us
-                if since_us >= ramp_us:
-                    self._resume_ramp = False
-                else:
-                    amplitude = min(amplitude, target * since_us // ramp_us)
+        # Every ramp is stepped here (profiles that say the device ramps are refused).
+        amplitude = segment.amplitude_ua_at(t_us, target)
+        if self._resume_ramp:
+            since_us = (now - self._resumed_at_ns) // NS_PER_US
+            ramp_us = self.settings.resume_ramp_us
+            if since_us >= ramp_us:
+                self._resume_ramp = False
+            else:
+                amplitude = min(amplitude, target * since_us // ramp_us)
         if segment.index != self._segment_index:
             self._segment_index = segment.index
             boundary_ns = self._resumed_at_ns + (segment.start_us - self._sched_offset_us) * 1000
@@ -737,6 +742,7 @@ class SessionRunner:
             status = self.stimulator.status()
             self._note_reply()
             self._last_status = status
+            self.port.device_reports_output = status.any_output_on
             reading = self._reading(status, self.clock.now_ns())
         # A failed poll is judged at the moment it failed (retries take time).
         except (DeviceTimeout, ProtocolError) as err:
@@ -790,7 +796,8 @@ class SessionRunner:
             output_expected=expected,
             channels=channels,
             device_faults=_flag_names(status.faults),
-            stimulation_elapsed_us=self._sched_t_us,
+            stimulation_elapsed_us=self.stimulation_timer.stimulation_us(now),
+            titration_elapsed_us=self.stimulation_timer.titration_us(now),
         )
 
     def _blank_reading(self, now: int, **changes: Any) -> StatusReading:
@@ -798,7 +805,8 @@ class SessionRunner:
             at_ns=now,
             last_reply_ns=self._last_reply_ns,
             output_expected=self.port.output_enabled and self.machine.state.stimulating,
-            stimulation_elapsed_us=self._sched_t_us,
+            stimulation_elapsed_us=self.stimulation_timer.stimulation_us(now),
+            titration_elapsed_us=self.stimulation_timer.titration_us(now),
             **changes,
         )
 
@@ -821,6 +829,7 @@ class SessionRunner:
         """Zero every channel first, then latch FAULT; record every trip once."""
         new = [t for t in trips if t.interlock_id not in self._tripped_ids]
         if not new:
+            self._stop_again(trips)
             return
         for trip in new:
             self._record_trip(trip)
@@ -832,6 +841,29 @@ class SessionRunner:
             log.error("trip: zeroing output failed: %s", err)
             if isinstance(err, DeviceDisconnected | DeviceTimeout):
                 self._close_link()
+
+    def _stop_again(self, trips: list[Trip]) -> None:
+        """An interlock that already tripped still trips (the machine is latched): the
+        cause persists, so STOP ALL goes out again, in case the first was lost or the
+        device did not act on it; once a second at most, each time on the record."""
+        if not trips or not self.port.opened:
+            return
+        now = self.clock.now_ns()
+        last = self._stopped_again_ns
+        if last is not None and now - last < NS_PER_S:
+            return
+        self._stopped_again_ns = now
+        try:
+            self.stimulator.stop_all()
+        except DeviceError as err:
+            log.error("repeated trip: STOP ALL failed: %s", err)
+        self._emit(
+            "stop_again",
+            {
+                "interlocks": _json_list(sorted({t.interlock_id for t in trips})),
+                "reason": trips[0].reason,
+            },
+        )
 
     def _trip_now(self, *trips: Trip) -> State:
         self._trip(list(trips))
@@ -891,6 +923,7 @@ class SessionRunner:
         if not self._link_open:
             return
         self._link_open = False
+        self._link_lost = True
         self.port.link_lost()
         try:
             self.stimulator.close()
@@ -940,7 +973,7 @@ class SessionRunner:
         end_us = segment.end_us if segment is not None else schedule.duration_us
         deadlines.append(self._resumed_at_ns + (end_us - self._sched_offset_us) * NS_PER_US)
         ramping = segment is not None and segment.start_level != segment.end_level
-        if (ramping or self._resume_ramp) and not self._device_ramps:
+        if ramping or self._resume_ramp:
             deadlines.append(now + self.settings.ramp_update_ns)
         return deadlines
 
@@ -968,6 +1001,8 @@ class SessionRunner:
     # --- events and the view ----------------------------------------------------------------
 
     def _emit_machine(self, kind: str, data: Mapping[str, JsonValue]) -> None:
+        if kind == "state":
+            self.stimulation_timer.enter(self.machine.state, self.clock.now_ns())
         self._emit(kind, data)
 
     def _emit(self, kind: str, data: Mapping[str, JsonValue]) -> None:
@@ -1032,8 +1067,19 @@ class SessionRunner:
                 ],
                 "device_faults": _json_list(sorted(_flag_names(status.faults))),
                 "t_us": self._sched_t_us,
+                # The dose so far: the records keep it on the session's row, so a session
+                # whose process dies still says what was delivered (to within a second).
+                "delivered": self._delivered_so_far(),
             },
         )
+
+    def _delivered_so_far(self) -> dict[str, JsonValue]:
+        on_time_us, contractions = delivered(self.plan.schedule, self._sched_t_us)
+        return {
+            "confirmed_ua": self.machine.confirmed_ua,
+            "on_time_us": on_time_us,
+            "contractions": contractions,
+        }
 
     def _publish(self, now: int, *, force: bool = False) -> None:
         m = self.machine
@@ -1045,6 +1091,7 @@ class SessionRunner:
             and state is self._view.state
             and now - self._published_ns < PUBLISH_INTERVAL_NS
             and m.fault is self._view.fault
+            and self._link_lost is self._view.link_lost
         ):
             return
         self._published_ns = now
@@ -1072,6 +1119,7 @@ class SessionRunner:
             commanded_ua=self.port.commanded_ua if self.port.output_enabled else 0,
             measured_ua=measured,
             output_on=output_on,
+            link_lost=self._link_lost,
             output_enabled=self.port.output_enabled,
             titration_ua=m.titration_ua,
             confirmed_ua=m.confirmed_ua,

@@ -57,7 +57,7 @@ GUARDS: dict[str, str] = {
     "schedule_done": "the schedule has ended",
     "ramped_down": "commanded amplitude is zero",
     "acknowledged_by_person": "a person is named (by=...)",
-    "output_off": "no output is commanded on",
+    "output_off": "no output is commanded on, and the device reports none",
 }
 """Guard names used in the table, with the condition each stands for."""
 

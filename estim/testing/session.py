@@ -34,6 +34,7 @@ class RecordingPort:
     link_up: bool = True
     output_enabled: bool = False
     commanded_ua: int = 0
+    device_reports_output: bool = False
     calls: list[tuple[str, int | None]] = field(default_factory=list)
     fail_on: str | None = None
     error: Exception | None = None

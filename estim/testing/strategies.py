@@ -461,7 +461,7 @@ def _output(draw: st.DrawFn) -> Output:
             draw(st.lists(st.sampled_from(list(ShapeKind)), min_size=1, unique=True))
         ),
         compliance_voltage_v=draw(decimals(1, 500, 0)),
-        device_ramps=draw(st.booleans()),
+        device_ramps=False,  # refused by the profile check (PROFILE_DEVICE_RAMPS)
     )
 
 
@@ -533,7 +533,7 @@ def profiles_for(
         pulse_period_resolution_us=draw(st.one_of(st.none(), st.integers(1, 100))),
         supported_shapes=tuple(dict.fromkeys([protocol.pulse.shape.kind, *others])),
         compliance_voltage_v=draw(decimals(1, 500, 0)),
-        device_ramps=draw(st.booleans()),
+        device_ramps=False,  # refused by the profile check (PROFILE_DEVICE_RAMPS)
     )
     return DeviceProfile(
         identity=draw(_identity()),

@@ -633,11 +633,31 @@ class BenchValidation:
             injector.inject_fault(f"close:ch={channel}")
         elif self.prompt is not None:
             self.prompt(f"Reconnect channel {channel}'s electrode lead, then confirm.")
+        measurements.append(self._recovers(channel))
         return _result(
             "open-circuit",
             title,
             measurements,
             failure="an open electrode did not trip the output",
+        )
+
+    def _recovers(self, channel: int) -> Measurement:
+        """With the electrode back, the fault clears and the channel sets up again (a
+        ScienceMode2 device clears its own latch only when the channel list is set up
+        again): the unit is left as a session will find it."""
+        try:
+            self._make_safe()
+            self.stim.configure([self._safe_config(channel)])
+            self.stim.output_off()
+            faults = self.stim.status().all_faults
+        except DeviceError as err:
+            return Measurement(
+                name="sets up again with the electrode reconnected", text=str(err), passed=False
+            )
+        return Measurement(
+            name="sets up again with the electrode reconnected",
+            text=faults.describe() if faults else "no fault",
+            passed=not faults,
         )
 
     # --- helpers ----------------------------------------------------------------------

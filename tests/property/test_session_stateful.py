@@ -291,7 +291,8 @@ class ControllerMachine(RuleBasedStateMachine):
             device_faults=frozenset(
                 (f.name or "").lower() for f in FaultFlag if f and f in status.faults
             ),
-            stimulation_elapsed_us=self.r.summary().schedule_elapsed_us,
+            stimulation_elapsed_us=self.r.stimulation_timer.stimulation_us(now),
+            titration_elapsed_us=self.r.stimulation_timer.titration_us(now),
         )
 
     # --- rules -----------------------------------------------------------------------------

@@ -590,6 +590,7 @@ def test_lp1_profile_warns_about_its_hardware_reach() -> None:
             "PROFILE_WATCHDOG",
             Severity.WARNING,
         ),
+        ({"output.device_ramps": True}, "PROFILE_DEVICE_RAMPS", Severity.ERROR),
         (
             {"measurement.current_tolerance_percent": D(20)},
             "PROFILE_TOLERANCE_PERCENT",

@@ -126,3 +126,28 @@ def test_plain_line_shows_the_output_indicator() -> None:
     view = SessionView(State.RUNNING, commanded_ua=12_000, output_on=True)
     assert "OUTPUT ON" in plain_line(view)
     assert "output off" in plain_line(SessionView(State.ARMED))
+
+
+def test_after_the_link_fails_device_readings_are_shown_as_unknown() -> None:
+    """The view's measured current and output flag are the last ones received: once the
+    link has failed they are not the device's state now, whatever fault latched first."""
+    from estim.cli.console import measured_text
+
+    stale = SessionView(
+        State.FAULT, measured_ua=12_000, output_on=True, link_lost=True, commanded_ua=0
+    )
+    assert "link lost" in measured_text(stale)
+    assert "OUTPUT ON" not in plain_line(stale)
+    fresh = SessionView(State.RUNNING, measured_ua=12_000, output_on=True)
+    assert "link lost" not in measured_text(fresh)
+
+
+def test_the_runner_marks_its_view_when_the_port_vanishes() -> None:
+    with virtual_rig() as rig:
+        for trigger in (Trigger.CONNECT, Trigger.PREFLIGHT, Trigger.ARM, Trigger.AMPLITUDE_UP):
+            rig.command(trigger)
+        assert not rig.runner.view().link_lost
+        simulator(rig).inject("disconnect")
+        rig.step(periods=40)
+        assert rig.runner.view().link_lost
+        assert rig.runner.machine.state is State.FAULT

@@ -306,10 +306,25 @@ def test_session_time_cap_trips_past_the_cap() -> None:
     assert "beyond the session cap of 1200 s" in trip.reason
 
 
+@pytest.mark.trips("IL-SESSION-TIME")
+def test_session_time_cap_trips_on_a_titration_nobody_finishes() -> None:
+    cap = SessionTimeCap(20 * 60 * 1_000_000, titration_cap_us=300_000_000)
+    assert cap.should_trip(reading(titration_elapsed_us=300_000_000)) is None
+    trip = cap.should_trip(reading(titration_elapsed_us=300_000_001))
+    assert trip is not None
+    assert "beyond the titration limit of 300 s" in trip.reason
+
+
 @pytest.mark.parametrize("cap", [0, -5, 120 * 60 * 1_000_000 + 1])
 def test_session_time_cap_refuses_a_bad_cap(cap: int) -> None:
     with pytest.raises(InputError):
         SessionTimeCap(cap)
+
+
+@pytest.mark.parametrize("cap", [0, -1, 30 * 60 * 1_000_000 + 1])
+def test_session_time_cap_refuses_a_bad_titration_cap(cap: int) -> None:
+    with pytest.raises(InputError):
+        SessionTimeCap(60_000_000, titration_cap_us=cap)
 
 
 @pytest.mark.trips("IL-DOSE-CAP")

@@ -41,6 +41,7 @@ EXPECTED_DEFAULTS = {
     LimitId.SESSION_HOME_AUTO_OFF: (D(20), "min"),
     LimitId.SESSIONS_PER_DAY_MAX: (D(1), "sessions/day"),
     LimitId.TITRATION_STEP_MAX: (D(1), "mA"),
+    LimitId.TITRATION_TIME_MAX: (D(5), "min"),
     LimitId.RAMP_MIN: (D("0.1"), "s"),
     LimitId.PROBE_AMPLITUDE_MAX: (D(100), "mA"),
     LimitId.WATCHDOG_TIMEOUT_MAX: (D(1000), "ms"),

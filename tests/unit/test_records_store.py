@@ -28,6 +28,7 @@ from records_helpers import (
 from sqlalchemy import text
 
 from estim.errors import InputError, NotFoundError, PreflightBlocked, RecordsError
+from estim.events import SessionEvent
 from estim.protocols.catalog import get_protocol
 from estim.records.diary import DiaryEntry
 from estim.records.engine import sqlite_settings
@@ -491,17 +492,46 @@ def test_an_exception_closes_the_session_as_aborted(store: Store) -> None:
     assert store.verify(s.id).ok
 
 
-def test_checkpoint_keeps_the_summary_if_the_process_dies(store: Store, tmp_path: Path) -> None:
+def status_with_dose(n: int, **figures: object) -> SessionEvent:
+    """A controller status event carrying the dose delivered so far."""
+    return SessionEvent(
+        kind="status", state="running", monotonic_ns=n, data={"n": n, "delivered": figures}
+    )
+
+
+def test_the_last_status_event_keeps_the_dose_if_the_process_dies(store: Store) -> None:
     record = ready_course(store)
     recorder = store.begin_session(session_start(record))
-    recorder.append(event(0))
-    recorder.checkpoint(SessionSummary(confirmed_amplitude_ua=9000, on_time_us=5_000_000))
+    recorder.append(status_with_dose(1, confirmed_ua=9000, on_time_us=4_000_000, contractions=0))
+    recorder.append(status_with_dose(2, confirmed_ua=9000, on_time_us=5_000_000, contractions=1))
+    recorder.append(event(3))  # no figures: the row keeps the last ones
     recorder._lease.release(remove=False)  # as the kernel does when the process dies
     [recovered] = store.recover_interrupted()
     assert recovered.outcome is Outcome.INTERRUPTED
     assert recovered.confirmed_amplitude_ua == 9000
-    assert "last event #1 'status'" in (recovered.reason or "")
+    assert recovered.on_time_us == 5_000_000
+    assert recovered.contractions == 1
+    assert "last event #3 'status'" in (recovered.reason or "")
     assert store.verify(recovered.id).ok
+
+
+@pytest.mark.parametrize(
+    "figures",
+    [
+        {"confirmed_ua": -1, "on_time_us": 1, "contractions": 0},
+        {"confirmed_ua": 1000, "on_time_us": "5", "contractions": 0},
+        {"confirmed_ua": 1000, "on_time_us": 5, "contractions": True},
+    ],
+)
+def test_figures_that_are_not_the_controllers_are_not_written(
+    store: Store, figures: dict[str, object]
+) -> None:
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    recorder.append(status_with_dose(1, **figures))
+    recorder._lease.release(remove=False)
+    [recovered] = store.recover_interrupted()
+    assert (recovered.confirmed_amplitude_ua, recovered.on_time_us) == (None, None)
 
 
 def test_a_live_session_is_not_recovered(store: Store, tmp_path: Path, clock: Clock) -> None:

@@ -160,6 +160,17 @@ def test_acknowledge_refused_while_output_is_commanded_on() -> None:
         m.fire(T.ACKNOWLEDGE_FAULT, by="Dr Who")
 
 
+def test_acknowledge_refused_while_the_device_reports_output_on() -> None:
+    m, port, _ = at(State.RUNNING)
+    m.fire(T.TRIP, trip=Trip("IL-UNEXPECTED-OUTPUT", ("H-BURN",), "stuck stage"))
+    port.device_reports_output = True  # commanded off, but the stage is still on
+    with pytest.raises(GuardRefused, match="the device still reports output on"):
+        m.fire(T.ACKNOWLEDGE_FAULT, by="Dr Who")
+    assert m.state is State.FAULT
+    port.device_reports_output = False  # switched off and back, or the stage let go
+    assert m.fire(T.ACKNOWLEDGE_FAULT, by="Dr Who") is State.ABORTED
+
+
 def test_titration_starts_at_zero_moves_by_step_and_never_above_ceiling() -> None:
     m, port, events = at(State.ARMED)
     assert m.titration_ua == 0
