@@ -16,13 +16,13 @@ from estim.device.profile import builtin_profile
 from estim.device.simulator import SimulatedDevice
 from estim.errors import GuardRefused, InvalidTransition
 from estim.events import MemorySink, SessionEvent
+from estim.safety.checks import Severity, check_profile
 from estim.safety.interlocks import (
     DoseReading,
     FindingsReading,
     FindingSummary,
     ValidationReading,
 )
-from estim.safety.checks import Severity, check_profile
 from estim.session.director import AutoSession
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
