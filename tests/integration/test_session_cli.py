@@ -370,3 +370,57 @@ def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
         assert recorded.outcome is not None
         assert recorded.outcome.value == "aborted"
         assert store.verify(recorded.id).ok
+
+
+@pytest.mark.pty
+def test_a_session_killed_outright_is_stopped_by_the_device_and_recorded_as_interrupted(
+    tmp_path: Path, patient_db: Path, estim_sim: tuple[str, Path]
+) -> None:
+    """SIGKILL leaves the controller no chance to stop anything: the device's own
+    watchdog must take the output to zero, and the records must still hold everything
+    committed, with the dose delivered so far, and verify."""
+    import json
+
+    port, trace = estim_sim
+    record = tmp_path / "bench.json"
+    code, out = invoke(
+        [
+            "profile", "bench", "profiles/estim-pf2.toml", "--port", port,
+            "--technician", "Tess Tech", "--out", str(record),
+        ]
+    )  # fmt: skip
+    assert code == 0, out
+    session = Process(
+        "session", "start", "PF-0042", "--port", port, "--validation", str(record),
+        "--titrate-to", "8", "--plain", "--db", str(patient_db), "--clinician", "Dr Test",
+    )  # fmt: skip
+    try:
+        session.wait_for("amplitude confirmed: 8 mA")
+        session.wait_for("phase on")
+        time.sleep(2.5)  # a couple of status events with the dose so far
+        session.proc.send_signal(signal.SIGKILL)
+        assert session.finish() == -signal.SIGKILL
+    finally:
+        session.stop()
+    watchdog_ms = builtin_profile("estim-pf2").link.watchdog_timeout_ms
+    deadline = time.monotonic() + BOUND_S
+    while set(last_output_amplitudes(trace).values()) != {0}:
+        assert time.monotonic() < deadline, "the device never stopped on its own"
+        time.sleep(0.05)
+    records = [json.loads(line) for line in trace.read_text(encoding="utf-8").splitlines()]
+    frames = [r["t_ns"] for r in records if r.get("event") == "frame"]
+    zeroed = [r["t_ns"] for r in records if r.get("event") == "output" and r["amplitude_ua"] == 0]
+    stopped_after_ms = (zeroed[-1] - frames[-1]) / 1e6
+    # The watchdog is the device's: judged from its own trace, not a timed assertion here.
+    assert stopped_after_ms <= watchdog_ms * 1.5, stopped_after_ms
+    with Store.open(patient_db, create=False) as store:
+        (found,) = store.recover_interrupted()  # as every records command does first
+        (recorded,) = store.sessions("PF-0042")
+        assert found.id == recorded.id
+        assert recorded.outcome is not None
+        assert recorded.outcome.value == "interrupted"
+        assert recorded.confirmed_amplitude_ua == 8_000
+        assert recorded.on_time_us is not None
+        assert recorded.on_time_us > 0
+        assert "last event" in (recorded.reason or "")
+        assert store.verify(recorded.id).ok

@@ -541,3 +541,12 @@ def test_a_rehastim2_record_vouches_for_the_simulator_it_was_made_on_only(
     assert "no bench validation record for this RehaStim2 (its serial number is not reported" in (
         str(caught.value)
     )
+
+
+def test_the_watchdog_margin_is_20_ms_or_a_fortieth_of_the_timeout() -> None:
+    from estim.validation.bench import watchdog_limit_ms
+
+    assert watchdog_limit_ms(250) == 270  # estim-wire simulator
+    assert watchdog_limit_ms(800) == 820
+    assert watchdog_limit_ms(2000) == 2050  # RehaStim2
+    assert watchdog_limit_ms(2001) == 2052  # rounded up, never down
