@@ -79,7 +79,7 @@ from estim.session.plan import SessionPlan
 from estim.session.port import DriverPort
 from estim.session.states import Phase, State, Trigger
 from estim.session.stimulation_time import StimulationTimer
-from estim.session.summary import Outcome, SessionSummary, delivered
+from estim.session.summary import DeliveredCounter, Outcome, SessionSummary
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,7 @@ class SessionRunner:
             plan.titration_cap_us,
         )
         self.stimulation_timer = StimulationTimer(clock.now_ns())
+        self._delivered = DeliveredCounter(plan.schedule)
         self.identity_check = DeviceIdentityCheck.for_profile(profile)
         self.device_validation = DeviceValidation()
         self.open_circuit = OpenCircuit.for_profile(profile)
@@ -453,8 +454,8 @@ class SessionRunner:
 
     def summary(self) -> SessionSummary:
         m = self.machine
-        on_time, plateaus = delivered(self.plan.schedule, self._sched_t_us)
-        planned_on, planned_plateaus = delivered(self.plan.schedule, self.plan.schedule.duration_us)
+        on_time, plateaus = self._delivered.at(self._sched_t_us)
+        planned_on, planned_plateaus = self._delivered.at(self.plan.schedule.duration_us)
         outcome, reason = self._outcome()
         start = self._started_ns or 0
         end = self._ended_ns if self._ended_ns is not None else self.clock.now_ns()
@@ -1074,7 +1075,7 @@ class SessionRunner:
         )
 
     def _delivered_so_far(self) -> dict[str, JsonValue]:
-        on_time_us, contractions = delivered(self.plan.schedule, self._sched_t_us)
+        on_time_us, contractions = self._delivered.at(self._sched_t_us)
         return {
             "confirmed_ua": self.machine.confirmed_ua,
             "on_time_us": on_time_us,

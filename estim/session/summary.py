@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -75,14 +76,37 @@ class SessionSummary:
 
 def delivered(schedule: Schedule, elapsed_us: int) -> tuple[int, int]:
     """(stimulating time, whole plateaus) in the first ``elapsed_us`` of the schedule."""
-    on_time = 0
-    plateaus = 0
-    for seg in schedule.segments:
-        if seg.start_us >= elapsed_us:
-            break
-        overlap = min(seg.end_us, elapsed_us) - seg.start_us
+    return DeliveredCounter(schedule).at(elapsed_us)
+
+
+class DeliveredCounter:
+    """:func:`delivered` for one schedule, asked many times (once a second in a session):
+    totals up to each segment are summed once, then each question is a bisection."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self._segments = schedule.segments
+        self._starts = [seg.start_us for seg in schedule.segments]
+        self._on_before: list[int] = []  # stimulating time before segment i
+        self._plateaus_before: list[int] = []  # whole plateaus before segment i
+        on_time = plateaus = 0
+        for seg in schedule.segments:
+            self._on_before.append(on_time)
+            self._plateaus_before.append(plateaus)
+            if seg.phase.stimulating:
+                on_time += seg.end_us - seg.start_us
+            if seg.phase is SegmentPhase.ON:
+                plateaus += 1
+
+    def at(self, elapsed_us: int) -> tuple[int, int]:
+        # The last segment that started before elapsed_us is the one it falls in.
+        index = bisect_left(self._starts, elapsed_us) - 1
+        if index < 0:
+            return 0, 0
+        seg = self._segments[index]
+        on_time = self._on_before[index]
+        plateaus = self._plateaus_before[index]
         if seg.phase.stimulating:
-            on_time += overlap
+            on_time += min(seg.end_us, elapsed_us) - seg.start_us
         if seg.phase is SegmentPhase.ON and seg.end_us <= elapsed_us:
             plateaus += 1
-    return on_time, plateaus
+        return on_time, plateaus

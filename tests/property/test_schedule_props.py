@@ -58,3 +58,25 @@ def test_segments_tile_the_session_and_ramps_are_monotonic(data: st.DataObject) 
             assert set(levels) == {0}
     if isinstance(protocol.cycle, CycledDuty):
         assert schedule.cycles == protocol.session_us // protocol.cycle.period_us
+
+
+@given(st.data())
+def test_the_delivered_counter_equals_a_walk_through_every_segment(data: st.DataObject) -> None:
+    from estim.session.summary import DeliveredCounter
+
+    protocol = data.draw(es.protocols(max_session_min=10))
+    resolved = resolve(data.draw(es.prescriptions(protocol)), protocol)
+    schedule = compile_schedule(resolved)
+    counter = DeliveredCounter(schedule)
+    instants = data.draw(st.lists(st.integers(-10, schedule.duration_us + 10), max_size=30))
+    instants += [t + d for t in schedule.boundaries_us() for d in (-1, 0, 1)]
+    for elapsed_us in instants:
+        on_time = plateaus = 0
+        for seg in schedule.segments:
+            if seg.start_us >= elapsed_us:
+                break
+            if seg.phase.stimulating:
+                on_time += min(seg.end_us, elapsed_us) - seg.start_us
+            if seg.phase is SegmentPhase.ON and seg.end_us <= elapsed_us:
+                plateaus += 1
+        assert counter.at(elapsed_us) == (on_time, plateaus), elapsed_us

@@ -3,6 +3,7 @@ failing display stops the session instead of leaving it running unattended."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -17,7 +18,7 @@ from estim.cli.console import (
 )
 from estim.device.simulator import SimulatedDevice
 from estim.session.director import AutoSession
-from estim.session.runner import SessionView
+from estim.session.runner import SessionRunner, SessionView
 from estim.session.states import State, Trigger
 from estim.testing.session import VirtualRig, make_plan, virtual_rig
 
@@ -91,14 +92,29 @@ def test_unmapped_keys_do_nothing() -> None:
         assert rig.runner.machine.titration_ua == level
 
 
+class TitrateThenWaitForTheScreen:
+    """Titrates one step, then holds the loop (and so virtual time, which would race
+    ahead of the display thread) until the screen has failed."""
+
+    def __init__(self) -> None:
+        self.screen_failed = threading.Event()
+        self._titrate = AutoSession(target_ua=20_000, step_interval_ns=HOLD_FOREVER_NS)
+
+    def act(self, runner: SessionRunner, now_ns: int) -> int | None:
+        if runner.machine.state is State.TITRATING and not self.screen_failed.is_set():
+            self.screen_failed.wait(timeout=60)
+        return self._titrate.act(runner, now_ns)
+
+
 def test_a_failing_display_stops_the_session_with_output_off() -> None:
-    director = AutoSession(target_ua=20_000, step_interval_ns=HOLD_FOREVER_NS)
+    director = TitrateThenWaitForTheScreen()
     with virtual_rig(director=director) as rig:
         seen: list[State] = []
 
         def broken_screen(view: SessionView) -> None:
             seen.append(view.state)
             if view.state is State.TITRATING:  # stimulating now: the screen dies
+                director.screen_failed.set()
                 raise BrokenPipeError("stdout closed")
 
         with pytest.raises(BrokenPipeError):
@@ -111,7 +127,7 @@ def test_a_failing_display_stops_the_session_with_output_off() -> None:
             )
         assert State.TITRATING in seen
         assert rig.runner.done
-        assert rig.runner.machine.state is State.ABORTED
+        assert rig.runner.machine.state is State.ABORTED, rig.runner.summary().reason
         assert not simulator(rig).hardware.any_output_on
         assert "console failure" in str(rig.runner.summary().reason)
 
