@@ -81,13 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("estim").addHandler(logging.NullHandler())  # quiet driver warnings
     context = BenchContext(quick=args.quick)
     figures: list[Figure] = []
+    errors: list[str] = []
     for name, function in figure_functions():
         if args.only and args.only not in name:
             continue
         console.print(f"[dim]measuring {name} ...[/]")
         started = time.monotonic()
         load_before = os.getloadavg()[0]
-        for figure in function(context):
+        try:
+            measured = function(context)
+        except Exception as err:  # one broken measurement must not lose the others
+            console.print(f"[bold red]  {name} failed: {type(err).__name__}: {err}[/]")
+            errors.append(name)
+            continue
+        for figure in measured:
             figure.extra.setdefault("load_average_1min", round(load_before, 2))
             figure.extra.setdefault("scheduling", scheduling)
             figures.append(figure)
@@ -104,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     failed = [f.name for f in figures if f.passed is False]
     if failed:
         console.print(f"[bold red]missed target:[/] {', '.join(failed)}")
-        return 1
-    return 0
+    if errors:
+        console.print(f"[bold red]could not measure:[/] {', '.join(errors)}")
+    return 1 if failed or errors else 0
 
 
 if __name__ == "__main__":

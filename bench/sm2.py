@@ -22,6 +22,7 @@ from estim.device.sciencemode2.driver import ScienceMode2Stimulator
 from estim.device.sciencemode2.messages import ChannelPulse, StartChannelListMode
 from estim.device.simulator import PtyServer, SimulatedDevice
 from estim.device.simulator.trace import TraceRecord
+from estim.errors import DeviceTimeout
 from estim.protocols.models import ShapeKind
 
 PROFILE = builtin_profile("hasomed-rehastim2")
@@ -133,11 +134,7 @@ def figure_sm2_watchdog_trip(context: BenchContext) -> list[Figure]:
                 if not change.seen.wait(PROFILE.link.watchdog_timeout_ms / 1000 + 2):
                     raise RuntimeError("the watchdog never tripped")
                 to_zero.append(change.at_ns - silent_from)
-                deadline = time.monotonic() + 5
-                while FaultFlag.RESET not in driver.status().faults:  # re-announced
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the device never announced itself again")
-                    time.sleep(0.01)
+                _wait_for_reannouncement(driver)
         finally:
             unsubscribe()
     return [
@@ -148,6 +145,21 @@ def figure_sm2_watchdog_trip(context: BenchContext) -> list[Figure]:
             target_stat="max",
         )
     ]
+
+
+def _wait_for_reannouncement(driver: ScienceMode2Stimulator) -> None:
+    """The watchdog dropped the link; the device announces itself again and the driver
+    answers and latches WATCHDOG. Until then the device answers nothing."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if driver.status().faults & (FaultFlag.WATCHDOG | FaultFlag.RESET):
+                return
+        except DeviceTimeout:
+            pass  # between the drop and the new handshake
+        if time.monotonic() > deadline:
+            raise RuntimeError("the device never announced itself again")
+        time.sleep(0.01)
 
 
 def figure_sm2_codec_throughput(context: BenchContext) -> list[Figure]:
