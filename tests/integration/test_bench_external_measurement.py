@@ -14,16 +14,12 @@ Every test ends with the simulator's output stage at zero.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from estim_process import Process
 from typer.testing import CliRunner
 
 from estim.cli import app, main
@@ -38,8 +34,6 @@ from estim.validation.record import MeasurementMethod, Outcome, load_record
 
 REHASTIM2 = builtin_profile("hasomed-rehastim2")
 PROFILE_FILE = "profiles/hasomed-rehastim2.toml"
-ESTIM = str(Path(sys.executable).parent / "estim")
-BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
 LABEL = "RS2-0417"  # the serial on the (simulated) unit's label: ScienceMode2 reports none
 UNIT = ("--unit-serial", LABEL)
 ACKNOWLEDGE = [
@@ -52,58 +46,6 @@ ACKNOWLEDGE = [
     *("--acknowledge", "PROFILE_WATCHDOG"),
     *("--acknowledge", "PROFILE_LEAKAGE"),
 ]
-
-
-class Process:
-    """An ``estim`` command in its own process, its output lines collected as they come."""
-
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, COLUMNS="120")
-        env.pop("ESTIM_DB", None)
-        self.proc = subprocess.Popen(
-            [ESTIM, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + BOUND_S
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                if self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"{text!r} never came:\n{self.output}")
-                if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise AssertionError(f"no {text!r} within {BOUND_S} s:\n{self.output}")
-
-    def finish(self) -> int:
-        code = self.proc.wait(timeout=BOUND_S)
-        self._reader.join(timeout=BOUND_S)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.finish()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
 
 
 def trace_records(trace: Path, event: str) -> list[dict[str, object]]:

@@ -7,16 +7,13 @@ afterwards: the session is recorded, its chain verifies, and the report exists.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from estim_process import BOUND_S, Process
 from typer.testing import CliRunner
 
 from estim.cli import app
@@ -26,65 +23,6 @@ from estim.errors import EstimError
 from estim.protocols.catalog import get_protocol
 from estim.records.seed import seed_demo_patient
 from estim.records.store import Store
-
-ESTIM = str(Path(sys.executable).parent / "estim")
-BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
-
-
-class Process:
-    """A command whose output lines are collected as they come."""
-
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, COLUMNS="120")
-        env.pop("ESTIM_DB", None)
-        self.proc = subprocess.Popen(
-            [ESTIM, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + BOUND_S
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                if self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"{text!r} never came:\n" + self.output)
-                if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise AssertionError(f"no {text!r} within {BOUND_S} s:\n" + self.output)
-
-    def finish(self) -> int:
-        code = self.proc.wait(timeout=BOUND_S)
-        self._reader.join(timeout=BOUND_S)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.finish()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
 
 
 @pytest.fixture

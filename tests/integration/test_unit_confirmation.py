@@ -15,15 +15,12 @@ import json
 import os
 import pty
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from estim_process import Process
 from typer.testing import CliRunner
 
 from estim.cli import app, main
@@ -52,8 +49,6 @@ from estim.validation.record import (
 PROFILE_FILE = "profiles/hasomed-rehastim2.toml"
 PF2 = builtin_profile("estim-pf2")
 HOW = ConfirmedHow.OPTION
-ESTIM = str(Path(sys.executable).parent / "estim")
-BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
 LABEL = "RS2-0417"
 ACKNOWLEDGE = (
     *("--acknowledge", "DEVICE_NO_CURRENT_MEASUREMENT"),
@@ -65,61 +60,8 @@ ACKNOWLEDGE = (
 )
 
 
-class Process:
-    """An ``estim`` command in its own process, its output lines collected as they come."""
-
-    def __init__(self, *args: str, stdin: int | None = None) -> None:
-        env = dict(os.environ, COLUMNS="160")
-        env.pop("ESTIM_DB", None)
-        self.proc = subprocess.Popen(
-            [ESTIM, *args],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, text: str) -> str:
-        deadline = time.monotonic() + BOUND_S
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if text in line:
-                        return line
-                if self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"{text!r} never came:\n{self.output}")
-                if not self._changed.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise AssertionError(f"no {text!r} within {BOUND_S} s:\n{self.output}")
-
-    def finish(self) -> int:
-        code = self.proc.wait(timeout=BOUND_S)
-        self._reader.join(timeout=BOUND_S)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.finish()
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
+def estim_process(*args: str, stdin: int | None = None) -> Process:
+    return Process(*args, stdin=stdin, columns=160)  # wide: the prompts on one line
 
 
 class Sim:
@@ -150,7 +92,7 @@ class Sim:
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     """One ``estim sim --profile profiles/hasomed-rehastim2.toml`` for the module."""
     trace = tmp_path_factory.mktemp("sim") / "sim.jsonl"
-    process = Process("sim", "--profile", PROFILE_FILE, "--trace", str(trace))
+    process = estim_process("sim", "--profile", PROFILE_FILE, "--trace", str(trace))
     try:
         port = process.wait_for("/dev/").strip()
         yield Sim(port, trace)
@@ -345,7 +287,7 @@ def test_a_session_with_the_wrong_label_serial_is_refused_and_the_confirmation_l
 def test_a_session_with_the_right_label_serial_stimulates(
     sim: Sim, record: tuple[Path, str], patient_db: Path
 ) -> None:
-    session = Process(*session_args(record[0], sim, patient_db, "--unit-serial", "rs2-0417"))
+    session = estim_process(*session_args(record[0], sim, patient_db, "--unit-serial", "rs2-0417"))
     try:
         session.wait_for("unit confirmed by Dr Test: label serial rs2-0417")
         session.wait_for("amplitude confirmed: 5 mA")
@@ -372,7 +314,7 @@ def test_in_a_terminal_the_clinician_is_asked_for_the_label_serial(
 ) -> None:
     keyboard, terminal = pty.openpty()  # the session's stdin is a real terminal
     try:
-        session = Process(*session_args(record[0], sim, patient_db), stdin=terminal)
+        session = estim_process(*session_args(record[0], sim, patient_db), stdin=terminal)
         try:
             session.wait_for("The RehaStim2 reports no serial number: confirm which unit")
             os.write(keyboard, f"{LABEL}\n".encode())
