@@ -17,9 +17,17 @@ How the harness works (and how to add figures):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from estim.device.base import ChannelConfig, Stimulator
+    from estim.device.profile import DeviceProfile
+    from estim.device.simulator import SimulatedDevice
+
+Driver = TypeVar("Driver", bound="Stimulator")
 
 NS_PER_MS = 1_000_000
 
@@ -107,3 +115,26 @@ def figure_from_ns(
 
 
 FigureFunction = Callable[[BenchContext], list[Figure]]
+
+
+@contextmanager
+def pty_device(
+    profile: DeviceProfile,
+    driver_class: Callable[..., Driver],
+    config: ChannelConfig,
+    *,
+    keepalive: bool = False,
+) -> Iterator[tuple[SimulatedDevice, Driver]]:
+    """The simulator for ``profile`` on a pty, and an opened driver configured with
+    ``config`` on channel 1 (closed again afterwards)."""
+    from estim.device.simulator import PtyServer, SimulatedDevice
+
+    device = SimulatedDevice(profile)
+    with PtyServer(device) as server:
+        driver = driver_class(profile, server.path, keepalive=keepalive)
+        driver.open()
+        try:
+            driver.configure([config])
+            yield device, driver
+        finally:
+            driver.close()

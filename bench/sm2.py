@@ -11,16 +11,15 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-from bench import BenchContext, Figure, figure_from_ns
+from bench import BenchContext, Figure, figure_from_ns, pty_device
 from estim.device.base import ChannelConfig, FaultFlag
 from estim.device.profile import builtin_profile
 from estim.device.sciencemode2.codec import FrameDecoder
 from estim.device.sciencemode2.driver import ScienceMode2Stimulator
 from estim.device.sciencemode2.messages import ChannelPulse, StartChannelListMode
-from estim.device.simulator import PtyServer, SimulatedDevice
+from estim.device.simulator import SimulatedDevice
 from estim.device.simulator.trace import TraceRecord
 from estim.errors import DeviceTimeout
 from estim.protocols.models import ShapeKind
@@ -31,19 +30,8 @@ STOP_TARGET_MS = 2.0
 WATCHDOG_TARGET_MS = PROFILE.link.watchdog_timeout_ms + 20
 
 
-@contextmanager
-def rehastim2(
-    *, keepalive: bool = False
-) -> Iterator[tuple[SimulatedDevice, ScienceMode2Stimulator]]:
-    device = SimulatedDevice(PROFILE)
-    with PtyServer(device) as server:
-        driver = ScienceMode2Stimulator(PROFILE, server.path, keepalive=keepalive)
-        driver.open()
-        try:
-            driver.configure([CONFIG])
-            yield device, driver
-        finally:
-            driver.close()
+def rehastim2() -> AbstractContextManager[tuple[SimulatedDevice, ScienceMode2Stimulator]]:
+    return pty_device(PROFILE, ScienceMode2Stimulator, CONFIG)
 
 
 class OutputChange:

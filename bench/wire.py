@@ -10,13 +10,12 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-from bench import BenchContext, Figure, figure_from_ns
+from bench import BenchContext, Figure, figure_from_ns, pty_device
 from estim.device.base import ChannelConfig, FaultFlag
 from estim.device.profile import builtin_profile
-from estim.device.simulator import PtyServer, SimulatedDevice
+from estim.device.simulator import SimulatedDevice
 from estim.device.simulator.trace import TraceRecord
 from estim.device.wire.codec import Frame, FrameDecoder
 from estim.device.wire.driver import WireStimulator
@@ -29,17 +28,8 @@ STOP_TARGET_MS = 2.0
 WATCHDOG_TARGET_MS = PROFILE.link.watchdog_timeout_ms + 20
 
 
-@contextmanager
-def pty_session(*, keepalive: bool = False) -> Iterator[tuple[SimulatedDevice, WireStimulator]]:
-    device = SimulatedDevice(PROFILE)
-    with PtyServer(device) as server:
-        driver = WireStimulator(PROFILE, server.path, keepalive=keepalive)
-        driver.open()
-        try:
-            driver.configure([CONFIG])
-            yield device, driver
-        finally:
-            driver.close()
+def pty_session() -> AbstractContextManager[tuple[SimulatedDevice, WireStimulator]]:
+    return pty_device(PROFILE, WireStimulator, CONFIG)
 
 
 class OutputZero:
