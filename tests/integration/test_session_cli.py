@@ -268,25 +268,15 @@ def test_session_start_refuses_a_unit_without_a_bench_record(
     assert not device.hardware.any_output_on
 
 
-@pytest.mark.pty
-def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
-    tmp_path: Path, patient_db: Path, estim_sim: tuple[str, Path]
-) -> None:
-    port, trace = estim_sim
-    record = tmp_path / "bench.json"
+def stimulating_session(port: str, record: Path, patient_db: Path) -> Process:
+    """Bench PF-2 on ``port`` (the record ``record``), then ``estim session start`` for
+    PF-0042 titrated to 8 mA, returned once it is stimulating."""
     code, out = invoke(
         [
-            "profile",
-            "bench",
-            "profiles/estim-pf2.toml",
-            "--port",
-            port,
-            "--technician",
-            "Tess Tech",
-            "--out",
-            str(record),
+            "profile", "bench", "profiles/estim-pf2.toml", "--port", port,
+            "--technician", "Tess Tech", "--out", str(record),
         ]
-    )
+    )  # fmt: skip
     assert code == 0, out
     session = Process(
         "session", "start", "PF-0042", "--port", port, "--validation", str(record),
@@ -295,6 +285,19 @@ def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
     try:
         session.wait_for("amplitude confirmed: 8 mA")
         session.wait_for("phase on")
+    except BaseException:
+        session.stop()
+        raise
+    return session
+
+
+@pytest.mark.pty
+def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
+    tmp_path: Path, patient_db: Path, estim_sim: tuple[str, Path]
+) -> None:
+    port, trace = estim_sim
+    session = stimulating_session(port, tmp_path / "bench.json", patient_db)
+    try:
         session.proc.send_signal(signal.SIGINT)
         exit_code = session.finish()
     finally:
@@ -320,37 +323,24 @@ def test_a_session_killed_outright_is_stopped_by_the_device_and_recorded_as_inte
     import json
 
     port, trace = estim_sim
-    record = tmp_path / "bench.json"
-    code, out = invoke(
-        [
-            "profile", "bench", "profiles/estim-pf2.toml", "--port", port,
-            "--technician", "Tess Tech", "--out", str(record),
-        ]
-    )  # fmt: skip
-    assert code == 0, out
-    session = Process(
-        "session", "start", "PF-0042", "--port", port, "--validation", str(record),
-        "--titrate-to", "8", "--plain", "--db", str(patient_db), "--clinician", "Dr Test",
-    )  # fmt: skip
+    session = stimulating_session(port, tmp_path / "bench.json", patient_db)
     try:
-        session.wait_for("amplitude confirmed: 8 mA")
-        session.wait_for("phase on")
         time.sleep(2.5)  # a couple of status events with the dose so far
         session.proc.send_signal(signal.SIGKILL)
         assert session.finish() == -signal.SIGKILL
     finally:
         session.stop()
-    watchdog_ms = builtin_profile("estim-pf2").link.watchdog_timeout_ms
     deadline = time.monotonic() + BOUND_S
     while set(last_output_amplitudes(trace).values()) != {0}:
         assert time.monotonic() < deadline, "the device never stopped on its own"
         time.sleep(0.05)
+    # What stopped it is the device's watchdog, after the controller's last frame (how
+    # soon is a benchmark figure, not asserted here).
     records = [json.loads(line) for line in trace.read_text(encoding="utf-8").splitlines()]
-    frames = [r["t_ns"] for r in records if r.get("event") == "frame"]
-    zeroed = [r["t_ns"] for r in records if r.get("event") == "output" and r["amplitude_ua"] == 0]
-    stopped_after_ms = (zeroed[-1] - frames[-1]) / 1e6
-    # The watchdog is the device's: judged from its own trace, not a timed assertion here.
-    assert stopped_after_ms <= watchdog_ms * 1.5, stopped_after_ms
+    received = [r.get("event") == "frame" and r.get("direction") == "in" for r in records]
+    last_frame = max(i for i, got in enumerate(received) if got)
+    after = records[last_frame + 1 :]
+    assert any(r.get("event") == "fault" and "watchdog" in str(r.get("flags")) for r in after)
     with Store.open(patient_db, create=False) as store:
         (found,) = store.recover_interrupted()  # as every records command does first
         (recorded,) = store.sessions("PF-0042")
