@@ -18,11 +18,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from estim.device.simulator import SimulatedDevice, open_devices, take_close_reports
 from estim.device.simulator.trace import TraceRecord
+from estim.protocols.catalog import get_protocol
+from estim.records.seed import seed_demo_patient
+from estim.records.store import Store
 
 _WATCHED_FD_PREFIXES = ("/dev/pts/", "/dev/ptmx", "pipe:")
 
@@ -94,3 +98,13 @@ def all_outputs_off(device: SimulatedDevice) -> bool:
 def wait_trace() -> Callable[..., TraceRecord]:
     """:func:`wait_for_trace` as a fixture, for test modules."""
     return wait_for_trace
+
+
+@pytest.fixture
+def patient_db(tmp_path: Path) -> Path:
+    """A records database with PF-0042 ready for a stress session (checklist answered,
+    course active), as the session tests need it."""
+    db = tmp_path / "records.db"
+    with Store.open(db) as store:
+        seed_demo_patient(store, get_protocol("stress"), code="PF-0042")
+    return db

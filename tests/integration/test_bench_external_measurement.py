@@ -26,8 +26,6 @@ from estim.cli import app, main
 from estim.device.profile import builtin_profile
 from estim.device.simulator import PtyServer, SimulatedDevice
 from estim.errors import EstimError
-from estim.protocols.catalog import get_protocol
-from estim.records.seed import seed_demo_patient
 from estim.records.store import Store
 from estim.validation.current import accuracy_plan
 from estim.validation.record import MeasurementMethod, Outcome, load_record
@@ -114,14 +112,6 @@ def pty_rehastim2() -> Iterator[tuple[str, SimulatedDevice]]:
     with PtyServer(device) as server:
         yield server.path, device
     assert not device.hardware.any_output_on
-
-
-@pytest.fixture
-def patient_db(tmp_path: Path) -> Path:
-    db = tmp_path / "records.db"
-    with Store.open(db) as store:
-        seed_demo_patient(store, get_protocol("stress"), code="PF-0042")
-    return db
 
 
 # --- the simulator's instrument -------------------------------------------------------------

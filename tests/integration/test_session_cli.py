@@ -20,8 +20,6 @@ from estim.cli import app
 from estim.device.profile import builtin_profile
 from estim.device.simulator import PtyServer, SimulatedDevice
 from estim.errors import EstimError
-from estim.protocols.catalog import get_protocol
-from estim.records.seed import seed_demo_patient
 from estim.records.store import Store
 
 
@@ -162,14 +160,6 @@ def test_demo_with_a_broken_profile_says_why_with_exit_2(tmp_path: Path) -> None
 
 
 # --- estim session start ------------------------------------------------------------------
-
-
-@pytest.fixture
-def patient_db(tmp_path: Path) -> Path:
-    db = tmp_path / "records.db"
-    with Store.open(db) as store:
-        seed_demo_patient(store, get_protocol("stress"), code="PF-0042")
-    return db
 
 
 @pytest.fixture

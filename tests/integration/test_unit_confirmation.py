@@ -29,8 +29,6 @@ from estim.device.base import DeviceIdentity
 from estim.device.profile import builtin_profile
 from estim.device.simulator import SimulatedDevice
 from estim.errors import EstimError
-from estim.protocols.catalog import get_protocol
-from estim.records.seed import seed_demo_patient
 from estim.records.store import Store
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
@@ -114,14 +112,6 @@ def record(sim: Sim, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, st
     )
     assert result.exit_code == 0, result.output
     return out, result.output
-
-
-@pytest.fixture
-def patient_db(tmp_path: Path) -> Path:
-    db = tmp_path / "records.db"
-    with Store.open(db) as store:
-        seed_demo_patient(store, get_protocol("stress"), code="PF-0042")
-    return db
 
 
 def session_args(record: Path, sim: Sim, db: Path, *extra: str) -> list[str]:
