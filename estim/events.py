@@ -17,6 +17,11 @@ from typing import Protocol, runtime_checkable
 JsonScalar = str | int | bool | None
 JsonValue = JsonScalar | list["JsonValue"] | dict[str, "JsonValue"]
 
+DELIVERED_KEY = "delivered"
+"""Where a controller's status event carries the dose delivered so far:
+``{"confirmed_ua", "on_time_us", "contractions"}`` (the records keep it on the session's
+row, so a session whose process dies still says what was given)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:

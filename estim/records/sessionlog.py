@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from estim.events import DELIVERED_KEY
 from estim.records import chain
 from estim.records.findings import Finding, Severity
 from estim.records.models import DeviceRecord, SessionRecord, SessionStart
@@ -132,10 +133,6 @@ def verify_session(record: SessionRecord, events: list[chain.ChainedEvent]) -> c
 
 def _broken(verdict: chain.ChainVerdict, sequence: int, reason: str) -> chain.ChainVerdict:
     return chain.ChainVerdict(verdict.count, verdict.head_hash, chain.BrokenLink(sequence, reason))
-
-
-DELIVERED_KEY = "delivered"
-"""The key under which the controller's status events carry the dose delivered so far."""
 
 
 def delivered_columns(data: Any) -> dict[str, int | None]:

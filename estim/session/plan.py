@@ -75,6 +75,12 @@ def truncate_schedule(schedule: Schedule, cycles: int) -> Schedule:
     return Schedule(kept, cycles=cycles, duration_us=kept[-1].end_us, continuous=False)
 
 
+NO_VALIDATION_REQUIRED = (
+    "no bench validation record is required for this session (simulator or dry run)"
+)
+"""Why a plan built without a validation check skips it (unless the caller says why)."""
+
+
 def default_titration_cap_us() -> int:
     """The titration time limit (``TITRATION_TIME_MAX``, default limits) in microseconds."""
     minutes = Limits().get(LimitId.TITRATION_TIME_MAX).figure
@@ -97,9 +103,7 @@ class SessionPlan:
     titration_cap_us: int = field(default_factory=default_titration_cap_us)
     labels: dict[str, str] = field(default_factory=dict)  # patient code, clinician ...
     validation: ValidationCheck | None = None
-    validation_skip_reason: str = (
-        "no bench validation record is required for this session (simulator or dry run)"
-    )
+    validation_skip_reason: str = NO_VALIDATION_REQUIRED
 
     @property
     def ceiling_ua(self) -> int:
@@ -205,9 +209,5 @@ class SessionPlan:
             session_cap_us=protocol.session_us,
             labels=dict(labels or {}),
             validation=validation,
-            validation_skip_reason=(
-                cls.validation_skip_reason
-                if validation_skip_reason is None
-                else validation_skip_reason
-            ),
+            validation_skip_reason=validation_skip_reason or NO_VALIDATION_REQUIRED,
         )

@@ -57,7 +57,7 @@ from estim.errors import (
     InterlockTripped,
     ProtocolError,
 )
-from estim.events import EventSink, JsonValue, SessionEvent
+from estim.events import DELIVERED_KEY, EventSink, JsonValue, SessionEvent
 from estim.safety.interlocks import (
     INTERLOCKS,
     ChannelReading,
@@ -1068,9 +1068,7 @@ class SessionRunner:
                 ],
                 "device_faults": _json_list(sorted(_flag_names(status.faults))),
                 "t_us": self._sched_t_us,
-                # The dose so far: the records keep it on the session's row, so a session
-                # whose process dies still says what was delivered (to within a second).
-                "delivered": self._delivered_so_far(),
+                DELIVERED_KEY: self._delivered_so_far(),  # kept if the process dies
             },
         )
 

@@ -74,14 +74,10 @@ class SessionSummary:
         }
 
 
-def delivered(schedule: Schedule, elapsed_us: int) -> tuple[int, int]:
-    """(stimulating time, whole plateaus) in the first ``elapsed_us`` of the schedule."""
-    return DeliveredCounter(schedule).at(elapsed_us)
-
-
 class DeliveredCounter:
-    """:func:`delivered` for one schedule, asked many times (once a second in a session):
-    totals up to each segment are summed once, then each question is a bisection."""
+    """(stimulating time, whole plateaus) in the first ``elapsed_us`` of a schedule,
+    asked many times (once a second in a session): totals up to each segment are summed
+    once, then each question is a bisection."""
 
     def __init__(self, schedule: Schedule) -> None:
         self._segments = schedule.segments

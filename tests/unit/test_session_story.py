@@ -17,7 +17,7 @@ from estim.safety.interlocks import DoseReading, FindingsReading
 from estim.session.plan import SessionPlan, truncate_schedule
 from estim.session.runner import RunnerSettings
 from estim.session.story import check_story
-from estim.session.summary import Outcome, delivered
+from estim.session.summary import DeliveredCounter, Outcome
 from estim.testing.session import demo_prescription, make_plan
 
 
@@ -137,11 +137,11 @@ def test_truncation_keeps_whole_cycles_only() -> None:
 def test_delivered_counts_stimulating_time_and_whole_plateaus() -> None:
     plan = make_plan(cycles=2)
     schedule = plan.schedule
-    assert delivered(schedule, 0) == (0, 0)
-    assert delivered(schedule, 3_000_000) == (3_000_000, 0)
-    assert delivered(schedule, 6_000_000) == (6_000_000, 1)
-    assert delivered(schedule, 17_000_000) == (7_000_000, 1)
-    assert delivered(schedule, schedule.duration_us) == (14_000_000, 2)
+    assert DeliveredCounter(schedule).at(0) == (0, 0)
+    assert DeliveredCounter(schedule).at(3_000_000) == (3_000_000, 0)
+    assert DeliveredCounter(schedule).at(6_000_000) == (6_000_000, 1)
+    assert DeliveredCounter(schedule).at(17_000_000) == (7_000_000, 1)
+    assert DeliveredCounter(schedule).at(schedule.duration_us) == (14_000_000, 2)
 
 
 def test_outcomes_map_to_exit_codes() -> None:
