@@ -22,6 +22,7 @@ import platformdirs
 import typer
 from rich.text import Text
 
+from estim.cli.profile_cmd import LimitsOpt, limits_from
 from estim.cli.render import stdout_console
 from estim.cli.session_input import length_limits, port_url
 from estim.cli.session_record import RecordWhenConnected
@@ -30,6 +31,7 @@ from estim.cli.session_run import (
     build_plan,
     dose_reading,
     finding_source,
+    limits_line,
     port_device,
     run_recorded,
     session_line,
@@ -68,6 +70,7 @@ def default_demo_db() -> Path:
 
 
 def demo(
+    *,
     virtual: Annotated[
         bool,
         typer.Option(
@@ -103,6 +106,7 @@ def demo(
     plain: Annotated[
         bool, typer.Option("--plain", help="Line output instead of the live panel.")
     ] = False,
+    limits_file: LimitsOpt = None,
 ) -> None:
     """Run a whole session on the built-in simulator: checks, titration, stimulation, summary."""
     from estim.records.store import Store
@@ -116,6 +120,7 @@ def demo(
     console = stdout_console()
     plain = plain or not console.is_terminal
     profile = load_profile(profile_file) if profile_file else builtin_profile(DEMO_PROFILE)
+    limits = limits_from(limits_file)
     protocol = get_protocol(DEMO_PROTOCOL)
     db_path = db or default_demo_db()
     where = "in virtual time" if virtual else "in real time"
@@ -132,7 +137,8 @@ def demo(
         code, preflight = _demo_patient(store, protocol)
         resolved = preflight.resolved
         assert resolved is not None
-        verdict, warnings = static_check(resolved, profile)
+        verdict, warnings = static_check(resolved, profile, limits)
+        console.print(Text(limits_line(limits, limits_file)), soft_wrap=True)
         if verdict.blocked:
             for finding in verdict.errors:
                 console.print(Text(f"  BLOCKS {finding_source(finding)}: {finding}", style="red"))
@@ -171,6 +177,7 @@ def demo(
             dose=dose,
             schedule=schedule,
             labels={"clinician": DEMO_CLINICIAN, "purpose": "demo"},
+            limits=limits,
             validation_skip_reason=(
                 "estim demo: a demonstration on a simulator or a bench unit, not a patient "
                 "session; `estim session start` requires the bench record"

@@ -34,7 +34,14 @@ ProfileArg = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 LimitsOpt = Annotated[
     Path | None,
-    typer.Option("--limits", help="A TOML file of site overrides for configurable limits."),
+    typer.Option(
+        "--limits",
+        metavar="FILE",
+        envvar="ESTIM_LIMITS",
+        help="A TOML file of site overrides for configurable limits (default: the "
+        "built-in limits).",
+        show_default=False,
+    ),
 ]
 
 

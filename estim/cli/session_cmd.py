@@ -41,6 +41,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from estim.cli.profile_cmd import LimitsOpt, limits_from
 from estim.errors import InputError, PreflightBlocked, Problem
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ def start(
     plain: Annotated[
         bool, typer.Option("--plain", help="Line output instead of the live panel.")
     ] = False,
+    limits_file: LimitsOpt = None,
     db: Annotated[
         str | None,
         typer.Option(
@@ -184,6 +186,7 @@ def start(
         build_plan,
         dose_reading,
         finding_source,
+        limits_line,
         port_device,
         run_recorded,
         session_line,
@@ -216,6 +219,7 @@ def start(
     profile = load_profile(profile_file) if profile_file else builtin_profile("estim-pf2")
     profile_name = str(profile_file) if profile_file else "estim-pf2"
     bench_record = None if validation_file is None else load_record(validation_file)
+    limits = limits_from(limits_file)
     options = {
         "clinician": "--clinician",
         "reason": "--override-eligibility",
@@ -237,7 +241,8 @@ def start(
                 list(preflight.blocking),
             )
         resolved = preflight.resolved
-        verdict, warnings = static_check(resolved, profile)
+        verdict, warnings = static_check(resolved, profile, limits)
+        console.print(Text(limits_line(limits, limits_file)), soft_wrap=True)
         for check_finding in (*verdict.errors, *verdict.warnings):
             console.print(Text(f"{finding_source(check_finding)}: {check_finding}"))
         _check_acknowledged(acknowledged, warnings, frozenset(f.code for f in verdict.errors))
@@ -262,6 +267,7 @@ def start(
             dose=dose_reading(preflight),
             labels={"clinician": who},
             validation=plan_validation[0],
+            limits=limits,
         )
         if target_ua is not None and titrate_to is not None:
             check_titration_target(target_ua, titrate_to, plan.ceiling_ua, plan.step_ua)

@@ -36,6 +36,7 @@ from estim.safety.checks import Finding as CheckFinding
 from estim.safety.checks import Severity as CheckSeverity
 from estim.safety.checks import Verdict, check, check_profile
 from estim.safety.interlocks import CommunicationLoss, DoseReading
+from estim.safety.limits import DEFAULT_LIMITS, Limits
 from estim.session.plan import SessionPlan, ValidationCheck, findings_from_verdict
 from estim.session.runner import SessionRunner
 from estim.session.states import State, Trigger
@@ -94,19 +95,32 @@ def port_device(profile: DeviceProfile, url: str) -> Iterator[Device]:
 
 
 def static_check(
-    resolved: ResolvedPrescription, profile: DeviceProfile
+    resolved: ResolvedPrescription, profile: DeviceProfile, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Verdict, frozenset[str]]:
     """The static checks, and the codes of their warnings (to be acknowledged).
 
     Both sets: the prescription x protocol x profile x limits checks, and the profile's
     own validation (``estim profile check``: watchdog, leakage, tolerances ...). A
     profile warning is as much the clinician's to acknowledge as a prescription's, and
-    a profile error blocks the session as it blocks the profile.
+    a profile error blocks the session as it blocks the profile. ``limits``: a site's
+    overrides (``--limits``), else the defaults.
     """
     verdict = combined_verdict(
-        check(resolved, resolved.library_protocol, profile), check_profile(profile)
+        check(resolved, resolved.library_protocol, profile, limits),
+        check_profile(profile, limits),
     )
     return verdict, verdict.codes(CheckSeverity.WARNING)
+
+
+def limits_line(limits: Limits, source: Path | None) -> str:
+    """Which limits a session is checked against, for the clinician to see."""
+    if source is None:
+        return "limits: the built-in defaults"
+    overrides = limits.overrides()
+    if not overrides:
+        return f"limits: {source} (no figure differs from the defaults)"
+    changed = ", ".join(f"{limit.id} = {limit}" for limit in overrides)
+    return f"limits: {source}, overriding {changed}"
 
 
 def combined_verdict(prescription: Verdict, profile: Verdict) -> Verdict:
@@ -141,6 +155,7 @@ def build_plan(
     labels: dict[str, str] | None = None,
     validation: ValidationCheck | None = None,
     validation_skip_reason: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> SessionPlan:
     return SessionPlan.build(
         resolved,
@@ -151,6 +166,7 @@ def build_plan(
         labels=labels,
         validation=validation,
         validation_skip_reason=validation_skip_reason,
+        limits=limits,
     )
 
 

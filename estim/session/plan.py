@@ -26,7 +26,7 @@ from estim.safety.interlocks import (
     FindingSummary,
     ValidationReading,
 )
-from estim.safety.limits import LimitId, Limits
+from estim.safety.limits import DEFAULT_LIMITS, LimitId, Limits
 
 ValidationCheck = Callable[[DeviceIdentity], ValidationReading]
 """Given the connected unit's identity, what its bench validation record says."""
@@ -81,9 +81,9 @@ NO_VALIDATION_REQUIRED = (
 """Why a plan built without a validation check skips it (unless the caller says why)."""
 
 
-def default_titration_cap_us() -> int:
-    """The titration time limit (``TITRATION_TIME_MAX``, default limits) in microseconds."""
-    minutes = Limits().get(LimitId.TITRATION_TIME_MAX).figure
+def titration_cap_us(limits: Limits = DEFAULT_LIMITS) -> int:
+    """The titration time limit (``TITRATION_TIME_MAX``) in microseconds."""
+    minutes = limits.get(LimitId.TITRATION_TIME_MAX).figure
     return int(minutes * 60 * 1_000_000)
 
 
@@ -100,7 +100,10 @@ class SessionPlan:
     dose: DoseReading
     session_cap_us: int
     # Titration is output outside the prescribed session: capped on its own (a named limit).
-    titration_cap_us: int = field(default_factory=default_titration_cap_us)
+    titration_cap_us: int = field(default_factory=titration_cap_us)
+    # The limits the plan was checked against (a site's overrides, or the defaults):
+    # the session log names every override.
+    limits: Limits = DEFAULT_LIMITS
     labels: dict[str, str] = field(default_factory=dict)  # patient code, clinician ...
     validation: ValidationCheck | None = None
     validation_skip_reason: str = NO_VALIDATION_REQUIRED
@@ -142,6 +145,7 @@ class SessionPlan:
         labels: dict[str, str] | None = None,
         validation: ValidationCheck | None = None,
         validation_skip_reason: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> SessionPlan:
         """Check the combination and bind it; refuses (never adjusts) what does not fit.
 
@@ -149,7 +153,9 @@ class SessionPlan:
         pulse (from the static checks), when known. ``schedule`` overrides the compiled
         one (a shortened demo); it may only be shorter. ``validation`` checks the bench
         record against the connected unit; without it the check is skipped and
-        ``validation_skip_reason`` says why in the session log.
+        ``validation_skip_reason`` says why in the session log. ``limits`` are those
+        the static checks used (a site's overrides, or the defaults); the titration
+        time limit comes from them.
         """
         problems: list[Problem] = []
         protocol = resolved.protocol
@@ -207,6 +213,8 @@ class SessionPlan:
             findings=findings,
             dose=dose,
             session_cap_us=protocol.session_us,
+            titration_cap_us=titration_cap_us(limits),
+            limits=limits,
             labels=dict(labels or {}),
             validation=validation,
             validation_skip_reason=validation_skip_reason or NO_VALIDATION_REQUIRED,

@@ -504,6 +504,10 @@ class SessionRunner:
                 "cycles": plan.schedule.cycles,
                 "session_cap_us": plan.session_cap_us,
                 "control_period_ns": self.settings.control_period_ns,
+                "titration_cap_us": plan.titration_cap_us,
+                "limits_overrides": {
+                    str(limit.id): str(limit.figure) for limit in plan.limits.overrides()
+                },
                 "clock": "virtual" if self.clock.is_virtual else "monotonic",
                 **{f"label_{k}": v for k, v in plan.labels.items()},
             },
@@ -545,6 +549,7 @@ class SessionRunner:
             self._resumed_at_ns = now
             self._resume_ramp = False
             self._segment_index = -1
+            self._align_polls_with_schedule(now)
         elif trigger is Trigger.PAUSE:
             self._sched_offset_us = t_before_us
             self._sched_t_us = t_before_us
@@ -552,6 +557,7 @@ class SessionRunner:
             self._resumed_at_ns = now
             self._resume_ramp = True
             self._segment_index = -1
+            self._align_polls_with_schedule(now)
         elif trigger is Trigger.STOP and state is State.STOPPING:
             self._stop_from_ua = self.port.commanded_ua if self.port.output_enabled else 0
             self._stop_at_ns = now
@@ -977,6 +983,21 @@ class SessionRunner:
         if ramping or self._resume_ramp:
             deadlines.append(now + self.settings.ramp_update_ns)
         return deadlines
+
+    def _align_polls_with_schedule(self, now: int) -> None:
+        """Put the poll grid on the schedule's own time (schedule time 0 on a tick).
+
+        Phases last whole multiples of the control period (whole seconds in every
+        library protocol), so each phase boundary then falls on a poll tick: one
+        wake-up sends the boundary's command and then polls the status that confirms
+        it. The next poll only ever comes sooner, never later, so the gap between
+        polls stays within one period.
+        """
+        period = self.settings.control_period_ns
+        origin = self._resumed_at_ns - (self._sched_offset_us * NS_PER_US) % period
+        first_tick = origin + -((origin - now) // period) * period
+        self._poll_origin_ns = origin
+        self._next_poll_ns = min(self._next_poll_ns, first_tick)
 
     def _wait_until(self, deadline_ns: int) -> None:
         if self.clock.is_virtual:

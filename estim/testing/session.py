@@ -18,6 +18,7 @@ from estim.protocols.models import Protocol
 from estim.protocols.prescription import Prescription, ProtocolRef, resolve
 from estim.protocols.schedule import compile_schedule
 from estim.safety.interlocks import DoseReading, FindingsReading, Trip
+from estim.safety.limits import DEFAULT_LIMITS, Limits
 from estim.session.plan import SessionPlan, truncate_schedule
 from estim.session.runner import Director, RunnerSettings, SessionRunner
 from estim.session.states import State, Trigger
@@ -111,6 +112,7 @@ def make_plan(
     step_ma: Decimal | None = Decimal("0.5"),
     findings: FindingsReading | None = None,
     dose: DoseReading | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> SessionPlan:
     """A plan for a library protocol on a built-in profile (default estim-pf2).
 
@@ -128,6 +130,7 @@ def make_plan(
         findings=findings or FindingsReading(),
         dose=dose or DoseReading(0, 0),
         schedule=schedule,
+        limits=limits,
     )
 
 

@@ -7,6 +7,7 @@ afterwards: the session is recorded, its chain verifies, and the report exists.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -36,7 +37,6 @@ def estim_sim(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def last_output_amplitudes(trace: Path) -> dict[int, int]:
-    import json
 
     last: dict[int, int] = {}
     for line in trace.read_text(encoding="utf-8").splitlines():
@@ -46,9 +46,9 @@ def last_output_amplitudes(trace: Path) -> dict[int, int]:
     return last
 
 
-def invoke(args: list[str]) -> tuple[int, str]:
+def invoke(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run a command in-process as ``estim`` would: estim errors become exit codes."""
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, args, env=env)
     if isinstance(result.exception, EstimError):
         return result.exception.exit_code, result.output + str(result.exception)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -83,6 +83,21 @@ def test_demo_virtual_runs_a_full_length_session_and_records_it(tmp_path: Path) 
         assert record.outcome is not None
         assert record.outcome.value == "completed"
         assert store.verify(record.id).ok
+
+
+def test_demo_uses_the_sites_limits_and_the_log_records_them(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    site = tmp_path / "site-limits.toml"
+    site.write_text("spec_version = 1\ntitration_time_max_min = 2\n", encoding="utf-8")
+    code, out = invoke(["demo", "--virtual", "--db", str(db), "--limits", str(site)])
+    assert code == 0, out
+    assert f"limits: {site}, overriding TITRATION_TIME_MAX = 2 min" in out
+    with Store.open(db, create=False) as store:
+        (record,) = store.sessions()
+        session = next(e for e in store.events(record.id) if e.kind == "session")
+    data = json.loads(session.data_json)
+    assert data["limits_overrides"] == {"TITRATION_TIME_MAX": "2"}
+    assert data["titration_cap_us"] == 2 * 60 * 1_000_000
 
 
 @pytest.mark.pty
@@ -194,6 +209,41 @@ def test_session_start_refuses_before_connecting_when_the_records_block(tmp_path
     )
     assert code == 1, out
     assert "RX-NONE" in out
+
+
+@pytest.mark.parametrize("given_by", ["option", "environment"])
+def test_session_start_checks_against_the_sites_limits(
+    patient_db: Path, tmp_path: Path, given_by: str
+) -> None:
+    site = tmp_path / "site-limits.toml"
+    site.write_text("spec_version = 1\nsession_max_min = 10\n", encoding="utf-8")
+    args = [
+        *("session", "start", "PF-0042", "--port", "/dev/nonexistent", "--titrate-to", "5"),
+        *("--db", str(patient_db), "--clinician", "Dr Test"),
+    ]
+    if given_by == "option":
+        code, out = invoke([*args, "--limits", str(site)])
+    else:
+        code, out = invoke(args, env={"ESTIM_LIMITS": str(site)})
+    assert code == 1, out
+    assert f"limits: {site}, overriding SESSION_MAX = 10 min" in out
+    assert "ERROR SESSION_MAX" in out
+    assert "limit <= 10 min" in out
+    assert sessions(patient_db) == [], "blocked before any port was opened"
+
+
+def test_session_start_refuses_a_malformed_limits_file(patient_db: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site-limits.toml"
+    site.write_text("spec_version = 1\nsession_max_min = -3\n", encoding="utf-8")
+    code, out = invoke(
+        [
+            *("session", "start", "PF-0042", "--port", "/dev/nonexistent"),
+            *("--titrate-to", "5", "--db", str(patient_db), "--limits", str(site)),
+        ]
+    )
+    assert code == 2, out
+    assert "session_max_min" in out
+    assert sessions(patient_db) == []
 
 
 def test_session_start_without_a_keyboard_needs_titrate_to(patient_db: Path) -> None:
@@ -310,7 +360,6 @@ def test_a_session_killed_outright_is_stopped_by_the_device_and_recorded_as_inte
     """SIGKILL leaves the controller no chance to stop anything: the device's own
     watchdog must take the output to zero, and the records must still hold everything
     committed, with the dose delivered so far, and verify."""
-    import json
 
     port, trace = estim_sim
     session = stimulating_session(port, tmp_path / "bench.json", patient_db)

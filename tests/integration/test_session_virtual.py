@@ -23,7 +23,9 @@ from estim.safety.interlocks import (
     FindingSummary,
     ValidationReading,
 )
+from estim.safety.limits import Limits
 from estim.session.director import AutoSession
+from estim.session.runner import RunnerSettings
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
 from estim.session.summary import Outcome
@@ -121,6 +123,42 @@ def test_phase_boundaries_fall_exactly_on_the_schedule_in_virtual_time() -> None
         assert zero_after_full[0] <= 7 * S
         second_full = [t for t in full if t > 17 * S]
         assert second_full[0] == 18 * S
+
+
+def test_phase_boundaries_fall_on_poll_ticks_and_polls_never_fall_behind() -> None:
+    """The poll grid follows the schedule (after a start and a resume taken off the
+    grid): the step that commands a phase boundary polls the status right after it,
+    and the gap between polls never exceeds one control period."""
+    plan = make_plan(cycles=3)
+    period_ns = RunnerSettings.for_plan(plan).control_period_ns
+    with virtual_rig(plan) as rig:
+        titrate(rig, steps=24)
+        rig.clock.advance(period_ns // 3)  # start off the grid the loop began on
+        rig.command(T.START)
+        rig.step(periods=97)
+        rig.clock.advance(period_ns // 7)
+        rig.command(T.PAUSE)
+        rig.step(periods=13)
+        rig.clock.advance(period_ns // 5)
+        rig.command(T.RESUME)
+        rig.step(periods=40 * 30)
+        assert rig.runner.machine.state is State.COMPLETED
+        device = rig.device
+        assert isinstance(device, SimulatedDevice)
+        polls = [
+            r["clock_ns"]
+            for r in device.trace.records("frame")
+            if r["direction"] == "in" and r["command"] == "STATUS"
+        ]
+        boundaries = [
+            e.monotonic_ns
+            for e in rig.sink.events
+            if e.kind == "phase"
+            and e.data["t_us"] == plan.schedule.segments[e.data["segment"]].start_us
+        ]
+    assert len(boundaries) >= 3 * 4 - 1
+    assert set(boundaries) <= set(polls), "a boundary's step did not poll"
+    assert max(b - a for a, b in itertools.pairwise(polls)) <= period_ns
 
 
 def test_ramps_are_smooth_and_never_exceed_the_target() -> None:
@@ -492,7 +530,9 @@ def test_a_session_running_past_its_cap_trips() -> None:
 
 @pytest.mark.trips("IL-SESSION-TIME")
 def test_a_titration_nobody_finishes_trips_at_the_titration_limit() -> None:
-    plan = dataclasses.replace(make_plan(), titration_cap_us=30_000_000)
+    # A site's limits file sets the titration limit; the plan takes it from there.
+    plan = make_plan(limits=Limits(titration_time_max_min=Decimal("0.5")))
+    assert plan.titration_cap_us == 30_000_000
     with virtual_rig(plan) as rig:
         rig.command(T.CONNECT)
         rig.command(T.PREFLIGHT)
@@ -505,6 +545,17 @@ def test_a_titration_nobody_finishes_trips_at_the_titration_limit() -> None:
         run_until_fault(rig, periods=2 * periods_s)
         assert_tripped(rig, "IL-SESSION-TIME")
         assert "titration limit of 30 s" in rig.runner.machine.fault.reason  # type: ignore[union-attr]
+    (session,) = [e for e in rig.sink.events if e.kind == "session"]
+    assert session.data["titration_cap_us"] == 30_000_000
+    assert session.data["limits_overrides"] == {"TITRATION_TIME_MAX": "0.5"}
+
+
+def test_without_site_limits_the_log_says_none_were_overridden() -> None:
+    with virtual_rig() as rig:
+        rig.step()
+    (session,) = [e for e in rig.sink.events if e.kind == "session"]
+    assert session.data["limits_overrides"] == {}
+    assert session.data["titration_cap_us"] == 5 * 60 * 1_000_000
 
 
 def test_paused_time_does_not_count_toward_the_session_cap() -> None:
