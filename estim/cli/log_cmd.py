@@ -9,6 +9,7 @@ SHA-256 tool (see docs/records.md).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from estim.cli.records_cmd import DbOpt, JsonOpt, open_store, out, print_json, write_text_file
 from estim.errors import InputError
+from estim.records.chain import ChainedEvent
 from estim.records.models import SessionRecord
 from estim.units import ua_to_ma
 
@@ -77,7 +79,20 @@ def _device_text(s: SessionRecord) -> str:
     return f"{s.device.model} s/n {s.device.serial_number} fw {s.device.firmware}"
 
 
-def session_table(s: SessionRecord) -> Table:
+def _limits_text(events: Sequence[ChainedEvent]) -> str:
+    """The limits a session ran with, from its ``session`` event: a site's overrides."""
+    for event in events:
+        if event.kind == "session":
+            overrides = event.data.get("limits_overrides")
+            if overrides is None:
+                return "- (not recorded)"
+            if not overrides:
+                return "the built-in defaults"
+            return ", ".join(f"{key} = {value}" for key, value in overrides.items())
+    return "-"  # the controller never started (no session event)
+
+
+def session_table(s: SessionRecord, events: Sequence[ChainedEvent] = ()) -> Table:
     table = Table(show_header=False, box=None, title=f"Session #{s.id}", title_justify="left")
     table.add_column(style="bold")
     table.add_column()
@@ -102,6 +117,7 @@ def session_table(s: SessionRecord) -> Table:
         ("contractions", "-" if s.contractions is None else str(s.contractions)),
         ("events", str(s.event_count)),
         ("eligibility override", "-" if s.override_id is None else f"#{s.override_id}"),
+        ("limits", _limits_text(events)),
     ]
     for key, value in rows:
         table.add_row(key, Text(value))
@@ -142,7 +158,7 @@ def show_command(
         )
         return
     console = out()
-    console.print(session_table(record))
+    console.print(session_table(record, events))
     table = Table(title=f"Events ({len(shown)} of {len(events)})", title_justify="left")
     for column in ("#", "wall time (UTC)", "t (s)", "kind", "state", "data"):
         table.add_column(column)

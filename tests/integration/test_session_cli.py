@@ -98,6 +98,9 @@ def test_demo_uses_the_sites_limits_and_the_log_records_them(tmp_path: Path) -> 
     data = json.loads(session.data_json)
     assert data["limits_overrides"] == {"TITRATION_TIME_MAX": "2"}
     assert data["titration_cap_us"] == 2 * 60 * 1_000_000
+    code, out = invoke(["log", "show", str(record.id), "--db", str(db), "--tail", "1"])
+    assert code == 0, out
+    assert "TITRATION_TIME_MAX = 2" in out
 
 
 @pytest.mark.pty
