@@ -27,6 +27,16 @@ settings.register_profile(
 settings.load_profile("dev")
 
 
+SITE_ENVIRONMENT = ("ESTIM_DB", "ESTIM_LIMITS")
+"""A developer's or CI machine's own settings must not reach the commands under test."""
+
+
+@pytest.fixture(autouse=True)
+def no_site_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SITE_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> object:
     """Every test must stop the threads it started (reader threads, simulators...)."""

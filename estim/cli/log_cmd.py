@@ -21,6 +21,7 @@ from estim.cli.records_cmd import DbOpt, JsonOpt, open_store, out, print_json, w
 from estim.errors import InputError
 from estim.records.chain import ChainedEvent
 from estim.records.models import SessionRecord
+from estim.safety.limits import DEFAULT_LIMITS, LimitId
 from estim.units import ua_to_ma
 
 SessionArg = Annotated[
@@ -88,8 +89,16 @@ def _limits_text(events: Sequence[ChainedEvent]) -> str:
                 return "- (not recorded)"
             if not overrides:
                 return "the built-in defaults"
-            return ", ".join(f"{key} = {value}" for key, value in overrides.items())
+            return ", ".join(_override_text(key, value) for key, value in overrides.items())
     return "-"  # the controller never started (no session event)
+
+
+def _override_text(key: str, figure: object) -> str:
+    try:
+        unit = DEFAULT_LIMITS.get(LimitId(key)).unit
+    except ValueError:  # an ID this version of estim does not know: show it as logged
+        unit = ""
+    return f"{key} = {figure} {unit}".rstrip()
 
 
 def session_table(s: SessionRecord, events: Sequence[ChainedEvent] = ()) -> Table:

@@ -81,8 +81,8 @@ NO_VALIDATION_REQUIRED = (
 """Why a plan built without a validation check skips it (unless the caller says why)."""
 
 
-def titration_cap_us(limits: Limits = DEFAULT_LIMITS) -> int:
-    """The titration time limit (``TITRATION_TIME_MAX``) in microseconds."""
+def titration_cap_us_of(limits: Limits) -> int:
+    """The titration time limit (``TITRATION_TIME_MAX``) in whole microseconds."""
     minutes = limits.get(LimitId.TITRATION_TIME_MAX).figure
     return int(minutes * 60 * 1_000_000)
 
@@ -99,14 +99,18 @@ class SessionPlan:
     findings: FindingsReading
     dose: DoseReading
     session_cap_us: int
-    # Titration is output outside the prescribed session: capped on its own (a named limit).
-    titration_cap_us: int = field(default_factory=titration_cap_us)
     # The limits the plan was checked against (a site's overrides, or the defaults):
-    # the session log names every override.
+    # the session log names every override, and the titration cap comes from them.
     limits: Limits = DEFAULT_LIMITS
     labels: dict[str, str] = field(default_factory=dict)  # patient code, clinician ...
     validation: ValidationCheck | None = None
     validation_skip_reason: str = NO_VALIDATION_REQUIRED
+
+    @property
+    def titration_cap_us(self) -> int:
+        """Titration is output outside the prescribed session: capped on its own, by
+        ``TITRATION_TIME_MAX`` of :attr:`limits` (the one source of the figure)."""
+        return titration_cap_us_of(self.limits)
 
     @property
     def ceiling_ua(self) -> int:
@@ -171,6 +175,17 @@ class SessionPlan:
                     limit=f"<= {compiled.duration_us} us",
                 )
             )
+        if titration_cap_us_of(limits) <= 0:
+            # Refused here, before any port is opened, rather than by the interlock.
+            problems.append(
+                Problem(
+                    "titration_time_max_min",
+                    "the titration time limit is shorter than a microsecond",
+                    value=str(limits.titration_time_max_min),
+                    limit="at least 1 us (in minutes)",
+                    fix="give the site's titration time limit in minutes, e.g. 5",
+                )
+            )
         if protocol.channels > out.channels:
             problems.append(
                 Problem(
@@ -213,7 +228,6 @@ class SessionPlan:
             findings=findings,
             dose=dose,
             session_cap_us=protocol.session_us,
-            titration_cap_us=titration_cap_us(limits),
             limits=limits,
             labels=dict(labels or {}),
             validation=validation,

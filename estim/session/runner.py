@@ -990,8 +990,10 @@ class SessionRunner:
         Phases last whole multiples of the control period (whole seconds in every
         library protocol), so each phase boundary then falls on a poll tick: one
         wake-up sends the boundary's command and then polls the status that confirms
-        it. The next poll only ever comes sooner, never later, so the gap between
-        polls stays within one period.
+        it. Aligning never delays the poll already due, it may only bring it sooner.
+        (As everywhere, a poll due less than ``POLL_MERGE_NS`` before a phase boundary
+        waits for it, so two polls are at most one period plus ``POLL_MERGE_NS``
+        apart; once aligned, on-grid boundaries need no such wait.)
         """
         period = self.settings.control_period_ns
         origin = self._resumed_at_ns - (self._sched_offset_us * NS_PER_US) % period

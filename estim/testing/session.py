@@ -146,7 +146,11 @@ class VirtualRig:
 
     def step(self, periods: int = 1) -> None:
         """Run the loop for ``periods`` control periods (each at its own deadline)."""
-        end = self.clock.now_ns() + periods * self.runner.settings.control_period_ns
+        self.run_for(periods * self.runner.settings.control_period_ns)
+
+    def run_for(self, duration_ns: int) -> None:
+        """Run the loop for ``duration_ns`` of virtual time, each step at its deadline."""
+        end = self.clock.now_ns() + duration_ns
         while True:
             self.runner.step()
             deadline = self.runner.next_deadline_ns()

@@ -27,7 +27,8 @@ class Process:
 
     def __init__(self, *args: str, stdin: int | None = None, columns: int = 120) -> None:
         env = dict(os.environ, COLUMNS=str(columns))
-        env.pop("ESTIM_DB", None)
+        for name in ("ESTIM_DB", "ESTIM_LIMITS"):  # the machine's own settings stay out
+            env.pop(name, None)
         self.proc = subprocess.Popen(
             [ESTIM, *args],
             stdin=stdin,

@@ -311,9 +311,9 @@ def test_session_start_refuses_a_unit_without_a_bench_record(
     assert not device.hardware.any_output_on
 
 
-def stimulating_session(port: str, record: Path, patient_db: Path) -> Process:
+def stimulating_session(port: str, record: Path, patient_db: Path, *options: str) -> Process:
     """Bench PF-2 on ``port`` (the record ``record``), then ``estim session start`` for
-    PF-0042 titrated to 8 mA, returned once it is stimulating."""
+    PF-0042 titrated to 8 mA (with ``options`` added), returned once it is stimulating."""
     code, out = invoke(
         [
             "profile", "bench", "profiles/estim-pf2.toml", "--port", port,
@@ -324,6 +324,7 @@ def stimulating_session(port: str, record: Path, patient_db: Path) -> Process:
     session = Process(
         "session", "start", "PF-0042", "--port", port, "--validation", str(record),
         "--titrate-to", "8", "--plain", "--db", str(patient_db), "--clinician", "Dr Test",
+        *options,
     )  # fmt: skip
     try:
         session.wait_for("amplitude confirmed: 8 mA")
@@ -339,7 +340,9 @@ def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
     tmp_path: Path, patient_db: Path, estim_sim: tuple[str, Path]
 ) -> None:
     port, trace = estim_sim
-    session = stimulating_session(port, tmp_path / "bench.json", patient_db)
+    site = tmp_path / "site-limits.toml"  # a site's limits that let the session run
+    site.write_text("spec_version = 1\ntitration_time_max_min = 2\n", encoding="utf-8")
+    session = stimulating_session(port, tmp_path / "bench.json", patient_db, "--limits", str(site))
     try:
         session.proc.send_signal(signal.SIGINT)
         exit_code = session.finish()
@@ -354,6 +357,10 @@ def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
         assert recorded.outcome is not None
         assert recorded.outcome.value == "aborted"
         assert store.verify(recorded.id).ok
+        session_event = next(e for e in store.events(recorded.id) if e.kind == "session")
+    # The site's limits reached the controller, not only the static checks.
+    assert session_event.data["limits_overrides"] == {"TITRATION_TIME_MAX": "2"}
+    assert session_event.data["titration_cap_us"] == 2 * 60 * 1_000_000
 
 
 @pytest.mark.pty

@@ -11,10 +11,12 @@ import itertools
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from estim.device.profile import builtin_profile
 from estim.device.simulator import SimulatedDevice
-from estim.errors import GuardRefused, InvalidTransition
+from estim.errors import GuardRefused, InputError, InvalidTransition
 from estim.events import MemorySink, SessionEvent
 from estim.safety.checks import Severity, check_profile
 from estim.safety.interlocks import (
@@ -25,7 +27,7 @@ from estim.safety.interlocks import (
 )
 from estim.safety.limits import Limits
 from estim.session.director import AutoSession
-from estim.session.runner import RunnerSettings
+from estim.session.runner import POLL_MERGE_NS, RunnerSettings
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
 from estim.session.summary import Outcome
@@ -125,22 +127,31 @@ def test_phase_boundaries_fall_exactly_on_the_schedule_in_virtual_time() -> None
         assert second_full[0] == 18 * S
 
 
-def test_phase_boundaries_fall_on_poll_ticks_and_polls_never_fall_behind() -> None:
-    """The poll grid follows the schedule (after a start and a resume taken off the
-    grid): the step that commands a phase boundary polls the status right after it,
-    and the gap between polls never exceeds one control period."""
+@settings(max_examples=20)
+@given(
+    start_offset=st.integers(0, 49),
+    run_ms=st.integers(0, 50_000),
+    pause_ms=st.integers(0, 3_000),
+    resume_offset=st.integers(0, 49),
+)
+def test_phase_boundaries_fall_on_poll_ticks_and_polls_never_fall_behind(
+    start_offset: int, run_ms: int, pause_ms: int, resume_offset: int
+) -> None:
+    """The poll grid follows the schedule, after a start and a resume anywhere off the
+    grid: the step that commands a phase boundary also polls the status, right after
+    it, and two polls are never more than a period (plus the merge allowance for a
+    poll due just before a boundary) apart."""
     plan = make_plan(cycles=3)
     period_ns = RunnerSettings.for_plan(plan).control_period_ns
     with virtual_rig(plan) as rig:
         titrate(rig, steps=24)
-        rig.clock.advance(period_ns // 3)  # start off the grid the loop began on
+        rig.run_for(start_offset * MS)
         rig.command(T.START)
-        rig.step(periods=97)
-        rig.clock.advance(period_ns // 7)
-        rig.command(T.PAUSE)
-        rig.step(periods=13)
-        rig.clock.advance(period_ns // 5)
-        rig.command(T.RESUME)
+        rig.run_for(run_ms * MS)
+        if rig.runner.machine.state is State.RUNNING:
+            rig.command(T.PAUSE)
+            rig.run_for(pause_ms * MS + resume_offset * MS)
+            rig.command(T.RESUME)
         rig.step(periods=40 * 30)
         assert rig.runner.machine.state is State.COMPLETED
         device = rig.device
@@ -150,15 +161,13 @@ def test_phase_boundaries_fall_on_poll_ticks_and_polls_never_fall_behind() -> No
             for r in device.trace.records("frame")
             if r["direction"] == "in" and r["command"] == "STATUS"
         ]
-        boundaries = [
-            e.monotonic_ns
-            for e in rig.sink.events
-            if e.kind == "phase"
-            and e.data["t_us"] == plan.schedule.segments[e.data["segment"]].start_us
-        ]
-    assert len(boundaries) >= 3 * 4 - 1
-    assert set(boundaries) <= set(polls), "a boundary's step did not poll"
-    assert max(b - a for a, b in itertools.pairwise(polls)) <= period_ns
+        phases = [e for e in rig.sink.events if e.kind == "phase"]
+    segments = plan.schedule.segments
+    # (a phase event on resuming mid-segment is no boundary)
+    boundaries = [e for e in phases if e.data["t_us"] == segments[e.data["segment"]].start_us]
+    assert {e.data["segment"] for e in boundaries} == set(range(len(segments)))
+    assert {e.monotonic_ns for e in boundaries} <= set(polls), "a boundary's step did not poll"
+    assert max(b - a for a, b in itertools.pairwise(polls)) <= period_ns + POLL_MERGE_NS
 
 
 def test_ramps_are_smooth_and_never_exceed_the_target() -> None:
@@ -548,6 +557,20 @@ def test_a_titration_nobody_finishes_trips_at_the_titration_limit() -> None:
     (session,) = [e for e in rig.sink.events if e.kind == "session"]
     assert session.data["titration_cap_us"] == 30_000_000
     assert session.data["limits_overrides"] == {"TITRATION_TIME_MAX": "0.5"}
+
+
+def test_the_titration_cap_always_follows_the_plans_limits() -> None:
+    plan = make_plan()
+    assert plan.titration_cap_us == 5 * 60 * 1_000_000
+    site = Limits(titration_time_max_min=Decimal(2))
+    assert dataclasses.replace(plan, limits=site).titration_cap_us == 2 * 60 * 1_000_000
+
+
+def test_a_titration_limit_too_short_to_time_is_refused_when_planning() -> None:
+    with pytest.raises(InputError) as refused:
+        make_plan(limits=Limits(titration_time_max_min=Decimal("1e-9")))
+    (problem,) = refused.value.problems
+    assert problem.location == "titration_time_max_min"
 
 
 def test_without_site_limits_the_log_says_none_were_overridden() -> None:
