@@ -22,7 +22,7 @@ import platformdirs
 import typer
 from rich.text import Text
 
-from estim.cli.profile_cmd import LimitsOpt, limits_from
+from estim.cli.options import LimitsOpt, PlainOpt, SessionProfileOpt, limits_from
 from estim.cli.render import stdout_console
 from estim.cli.session_input import length_limits, port_url
 from estim.cli.session_record import RecordWhenConnected
@@ -86,14 +86,7 @@ def demo(
             "starting the simulator.",
         ),
     ] = None,
-    profile_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--profile",
-            metavar="FILE",
-            help="Device profile (TOML/JSON) (default: built-in estim-pf2).",
-        ),
-    ] = None,
+    profile_file: SessionProfileOpt = None,
     db: Annotated[
         Path | None,
         typer.Option(
@@ -103,9 +96,7 @@ def demo(
             show_default=False,
         ),
     ] = None,
-    plain: Annotated[
-        bool, typer.Option("--plain", help="Line output instead of the live panel.")
-    ] = False,
+    plain: PlainOpt = False,
     limits_file: LimitsOpt = None,
 ) -> None:
     """Run a whole session on the built-in simulator: checks, titration, stimulation, summary."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from estim.cli.options import LimitsOpt, limits_from
 from estim.cli.render import print_json, profile_table, stdout_console, verdict_report
 from estim.device.profile import (
     DeviceProfile,
@@ -17,7 +18,6 @@ from estim.device.profile import (
 )
 from estim.protocols.catalog import looks_like_path
 from estim.safety.checks import check_profile
-from estim.safety.limits import DEFAULT_LIMITS, Limits, load_limits
 
 profile_app = typer.Typer(
     name="profile",
@@ -32,17 +32,6 @@ ProfileArg = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-LimitsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--limits",
-        metavar="FILE",
-        envvar="ESTIM_LIMITS",
-        help="A TOML file of site overrides for configurable limits (default: the "
-        "built-in limits).",
-        show_default=False,
-    ),
-]
 
 
 def find_profile(file_or_name: str) -> DeviceProfile:
@@ -53,10 +42,6 @@ def find_profile(file_or_name: str) -> DeviceProfile:
     if not builtin and Path(file_or_name).is_file():
         return load_profile(file_or_name)
     return builtin_profile(file_or_name)
-
-
-def limits_from(path: Path | None) -> Limits:
-    return DEFAULT_LIMITS if path is None else load_limits(path)
 
 
 @profile_app.command("check")

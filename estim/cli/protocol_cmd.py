@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from estim.cli.profile_cmd import JsonOpt, LimitsOpt, find_profile, limits_from
+from estim.cli.options import LimitsOpt, limits_from
+from estim.cli.profile_cmd import JsonOpt, find_profile
 from estim.cli.render import (
     dose_table,
     print_json,

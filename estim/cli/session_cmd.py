@@ -41,7 +41,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from estim.cli.profile_cmd import LimitsOpt, limits_from
+from estim.cli.options import LimitsOpt, PlainOpt, SessionProfileOpt, limits_from
 from estim.errors import InputError, PreflightBlocked, Problem
 
 if TYPE_CHECKING:
@@ -92,14 +92,7 @@ def start(
             "--port", metavar="URL", help="The stimulator: a serial port path or pyserial URL."
         ),
     ],
-    profile_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--profile",
-            metavar="FILE",
-            help="Device profile (TOML/JSON) (default: built-in estim-pf2).",
-        ),
-    ] = None,
+    profile_file: SessionProfileOpt = None,
     validation_file: Annotated[
         Path | None,
         typer.Option(
@@ -152,9 +145,7 @@ def start(
             "within the prescription's ceiling, in its titration steps.",
         ),
     ] = None,
-    plain: Annotated[
-        bool, typer.Option("--plain", help="Line output instead of the live panel.")
-    ] = False,
+    plain: PlainOpt = False,
     limits_file: LimitsOpt = None,
     db: Annotated[
         str | None,
