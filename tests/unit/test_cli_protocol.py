@@ -153,7 +153,7 @@ def test_check_prescription(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     rx = prescription_file(tmp_path, "35", adjustments={"frequency_hz": "35"})
     code, out, _ = run(capsys, "protocol", "check", "--prescription", rx)
     assert code == 0
-    assert "stress v1 at 35 mA" in out
+    assert "stress v2 at 35 mA" in out
     code, out, _ = run(capsys, "protocol", "check", "stress", "--prescription", rx, "--json")
     assert json.loads(out)["details"]["ceiling_ma"] == "35"
 

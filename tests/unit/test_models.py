@@ -298,7 +298,7 @@ def test_prescription_above_protocol_ceiling_lists_every_problem() -> None:
 
 def test_prescription_for_changed_protocol_is_refused() -> None:
     protocol = get_protocol("stress")
-    rx = _rx(protocol=ProtocolRef(id="stress", version=1, sha256="0" * 64))
+    rx = _rx(protocol=ProtocolRef(id="stress", version=protocol.version, sha256="0" * 64))
     with pytest.raises(InputError, match="content changed"):
         resolve(rx, protocol)
 
