@@ -44,9 +44,10 @@ from estim.session.summary import SessionSummary
 REFRESH_PER_S = 10
 PLAIN_PROGRESS_EVERY_S = 5
 AMPLITUDE_KEY_INTERVAL_S = 0.4
-"""Amplitude keys act at most once in this interval: a held key's auto-repeat (typically
-25-30 characters a second) must not walk the amplitude up. Commercial units step once
-per press, without auto-repeat (facts sheet: "Fixed small amplitude steps")."""
+"""The amplitude-up key acts at most once in this interval: a held key's auto-repeat
+(typically 25-30 characters a second) must not walk the amplitude up. Commercial units
+step once per press, without auto-repeat (facts sheet: "Fixed small amplitude steps").
+The down key is never held back: lowering moves towards safety."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +185,7 @@ def plain_line(view: SessionView) -> str:
 
 
 class AmplitudeKeyGate:
-    """Lets an amplitude key through once per :data:`AMPLITUDE_KEY_INTERVAL_S`.
+    """Lets the amplitude-up key through once per :data:`AMPLITUDE_KEY_INTERVAL_S`.
 
     A terminal reports no key release, so a held key arrives as a stream of repeats;
     any amplitude key within the interval of the last one is dropped, and the stream
@@ -233,8 +234,8 @@ def key_action(
         data["by"] = clinician
     if trigger is None:
         return None
-    amplitude_key = trigger in (Trigger.AMPLITUDE_UP, Trigger.AMPLITUDE_DOWN)
-    if amplitude_key and gate is not None and not gate.admit():
+    # Only raising is held back: every press (or repeat) of the down key lowers at once.
+    if trigger is Trigger.AMPLITUDE_UP and gate is not None and not gate.admit():
         return "one step per press: release the key and press again"
     try:
         runner.submit(trigger, **data)

@@ -488,8 +488,11 @@ class SessionTimeCap(Interlock[StatusReading]):
 
     MAX_CAP_US = 120 * 60 * 1_000_000  # the protocol model's own maximum session
     MAX_TITRATION_CAP_US = 30 * 60 * 1_000_000  # the configurable limit's sanity range
+    MAX_STOP_ALLOWANCE_US = 60 * 1_000_000  # the protocol model's longest ramp down
 
-    def __init__(self, cap_us: int, titration_cap_us: int = MAX_TITRATION_CAP_US) -> None:
+    def __init__(self, cap_us: int, *, titration_cap_us: int, stop_allowance_us: int = 0) -> None:
+        """``stop_allowance_us``: stimulation an orderly stop begun just before the cap
+        may still take (its ramp down), on top of the cap."""
         if not 0 < cap_us <= self.MAX_CAP_US:
             raise _refuse(self.ID, "cap_us", cap_us, f"0 < cap <= {self.MAX_CAP_US} us")
         if not 0 < titration_cap_us <= self.MAX_TITRATION_CAP_US:
@@ -499,14 +502,24 @@ class SessionTimeCap(Interlock[StatusReading]):
                 titration_cap_us,
                 f"0 < cap <= {self.MAX_TITRATION_CAP_US} us",
             )
+        if not 0 <= stop_allowance_us <= self.MAX_STOP_ALLOWANCE_US:
+            raise _refuse(
+                self.ID,
+                "stop_allowance_us",
+                stop_allowance_us,
+                f"0 <= allowance <= {self.MAX_STOP_ALLOWANCE_US} us",
+            )
         self.cap_us = cap_us
         self.titration_cap_us = titration_cap_us
+        self.stop_allowance_us = stop_allowance_us
 
     def should_trip(self, reading: StatusReading) -> Trip | None:
-        if reading.stimulation_elapsed_us > self.cap_us:
+        if reading.stimulation_elapsed_us > self.cap_us + self.stop_allowance_us:
+            allowance = self.stop_allowance_us
             return self._trip(
                 f"stimulation has run {_seconds(reading.stimulation_elapsed_us)}, beyond "
                 f"the session cap of {_seconds(self.cap_us)}"
+                + (f" and its stop ramp of {_seconds(allowance)}" if allowance else "")
             )
         if reading.titration_elapsed_us > self.titration_cap_us:
             return self._trip(
@@ -518,7 +531,9 @@ class SessionTimeCap(Interlock[StatusReading]):
 
 
 def _seconds(us: int) -> str:
-    return f"{us // 1_000_000} s"
+    """Whole seconds, or to the millisecond when not whole (never rounded up to a cap)."""
+    whole_s, rest_us = divmod(us, 1_000_000)
+    return f"{whole_s}.{rest_us // 1000:03d} s" if rest_us >= 1000 else f"{whole_s} s"
 
 
 # --- command ---------------------------------------------------------------------------
@@ -774,7 +789,9 @@ class RuntimeInterlocks:
         profile: DeviceProfile,
         amplitude: AmplitudeLimit,
         session_cap_us: int,
-        titration_cap_us: int = SessionTimeCap.MAX_TITRATION_CAP_US,
+        *,
+        titration_cap_us: int,
+        stop_allowance_us: int,
     ) -> RuntimeInterlocks:
         return cls(
             items=(
@@ -784,7 +801,11 @@ class RuntimeInterlocks:
                 UnexpectedOutput.for_profile(profile),
                 DeviceFault(),
                 CurrentDeviation.for_profile(profile),
-                SessionTimeCap(session_cap_us, titration_cap_us),
+                SessionTimeCap(
+                    session_cap_us,
+                    titration_cap_us=titration_cap_us,
+                    stop_allowance_us=stop_allowance_us,
+                ),
             ),
             amplitude=amplitude,
         )

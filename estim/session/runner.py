@@ -250,8 +250,9 @@ class SessionRunner:
         self.interlocks = RuntimeInterlocks.for_profile(
             profile,
             plan.amplitude,
-            plan.session_cap_us + self.settings.stop_ramp_us,
-            plan.titration_cap_us,
+            plan.session_cap_us,
+            titration_cap_us=plan.titration_cap_us,
+            stop_allowance_us=self.settings.stop_ramp_us,
         )
         self.stimulation_timer = StimulationTimer(clock.now_ns())
         self._delivered = DeliveredCounter(plan.schedule)
@@ -850,10 +851,12 @@ class SessionRunner:
                 self._close_link()
 
     def _stop_again(self, trips: list[Trip]) -> None:
-        """An interlock that already tripped still trips (the machine is latched): the
-        cause persists, so STOP ALL goes out again, in case the first was lost or the
-        device did not act on it; once a second at most, each time on the record."""
-        if not trips or not self.port.opened:
+        """An interlock that already tripped still trips (the machine is latched) and the
+        device still reports output on: STOP ALL goes out again, in case the first was
+        lost or the device did not act on it; once a second at most, each time on the
+        record. (A cause that persists with the output off, such as a time cap that
+        stays exceeded, needs no more stops.)"""
+        if not (self.port.opened and self.port.device_reports_output):
             return
         now = self.clock.now_ns()
         last = self._stopped_again_ns

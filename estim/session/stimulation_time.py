@@ -12,9 +12,9 @@ from the controller's monotonic clock and counts, independently of the schedule:
 
 from __future__ import annotations
 
+from estim.clock import NS_PER_US
 from estim.session.states import State
 
-NS_PER_US = 1_000
 _STIMULATION = frozenset({State.RUNNING, State.STOPPING})
 
 

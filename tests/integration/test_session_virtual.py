@@ -535,6 +535,11 @@ def test_a_session_running_past_its_cap_trips() -> None:
         allowed_us = 5_000_000 + rig.runner.settings.stop_ramp_us
         period_us = rig.runner.settings.control_period_ns // 1_000
         assert allowed_us < rig.runner.summary().schedule_elapsed_us <= allowed_us + period_us
+        # Latched with the output confirmed off: the cap stays exceeded, but nothing
+        # more needs stopping, so no repeated STOP ALL fills the record.
+        rig.step(periods=5 * 20)
+        assert not output_on_now(rig)
+        assert "stop_again" not in rig.sink.kinds()
 
 
 @pytest.mark.trips("IL-SESSION-TIME")
@@ -557,6 +562,14 @@ def test_a_titration_nobody_finishes_trips_at_the_titration_limit() -> None:
     (session,) = [e for e in rig.sink.events if e.kind == "session"]
     assert session.data["titration_cap_us"] == 30_000_000
     assert session.data["limits_overrides"] == {"TITRATION_TIME_MAX": "0.5"}
+
+
+def test_a_session_of_the_longest_length_the_protocols_allow_can_run() -> None:
+    plan = dataclasses.replace(make_plan(), session_cap_us=120 * 60 * 1_000_000)
+    with virtual_rig(plan) as rig:  # the time cap and its stop allowance are accepted
+        start_session(rig)
+        rig.step(periods=20)
+        assert rig.runner.machine.state is State.RUNNING
 
 
 def test_the_titration_cap_always_follows_the_plans_limits() -> None:

@@ -3,6 +3,7 @@ failing display stops the session instead of leaving it running unattended."""
 
 from __future__ import annotations
 
+import io
 import threading
 from decimal import Decimal
 
@@ -72,6 +73,24 @@ def test_held_plus_key_raises_the_amplitude_one_step_only() -> None:
         assert all("one step per press" in (m or "") for m in messages[1:])
 
 
+def test_the_down_key_is_never_held_back() -> None:
+    with virtual_rig(make_plan(max_ma=Decimal(30))) as rig:
+        titrating(rig)
+        step = rig.runner.machine.step_ua
+        clock = FakeTime()
+        gate = AmplitudeKeyGate(now=clock)
+        assert key_action(rig.runner, "+", "Dr Test", gate) == "amplitude_up requested"
+        rig.step()
+        before = rig.runner.machine.titration_ua
+        downs = []
+        for _ in range(2):  # pressed at once after "+", then held: every one counts
+            clock.now += 1 / 30
+            downs.append(key_action(rig.runner, "-", "Dr Test", gate))
+            rig.step()
+        assert downs == ["amplitude_down requested"] * 2
+        assert rig.runner.machine.titration_ua == before - 2 * step
+
+
 def test_space_is_an_emergency_stop() -> None:
     with virtual_rig() as rig:
         titrating(rig)
@@ -120,7 +139,7 @@ def test_a_failing_display_stops_the_session_with_output_off() -> None:
         with pytest.raises(BrokenPipeError):
             run_console(
                 rig.runner,
-                console=Console(file=open("/dev/null", "w")),  # noqa: SIM115
+                console=Console(file=io.StringIO()),
                 plain=True,
                 keys=False,
                 on_view=broken_screen,
@@ -160,8 +179,7 @@ def test_after_the_link_fails_device_readings_are_shown_as_unknown() -> None:
 
 def test_the_runner_marks_its_view_when_the_port_vanishes() -> None:
     with virtual_rig() as rig:
-        for trigger in (Trigger.CONNECT, Trigger.PREFLIGHT, Trigger.ARM, Trigger.AMPLITUDE_UP):
-            rig.command(trigger)
+        titrating(rig)
         assert not rig.runner.view().link_lost
         simulator(rig).inject("disconnect")
         rig.step(periods=40)

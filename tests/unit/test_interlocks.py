@@ -72,7 +72,13 @@ HEALTHY = reading()
 
 def runtime() -> RuntimeInterlocks:
     limit = AmplitudeLimit([Ceiling(30_000, "patient prescription")], 500)
-    return RuntimeInterlocks.for_profile(PF2, limit, session_cap_us=20 * 60 * 1_000_000)
+    return RuntimeInterlocks.for_profile(
+        PF2,
+        limit,
+        session_cap_us=20 * 60 * 1_000_000,
+        titration_cap_us=300_000_000,
+        stop_allowance_us=1_000_000,
+    )
 
 
 def test_a_healthy_reading_trips_nothing() -> None:
@@ -299,11 +305,28 @@ def test_noise_below_the_tolerance_while_off_is_not_output() -> None:
 
 @pytest.mark.trips("IL-SESSION-TIME")
 def test_session_time_cap_trips_past_the_cap() -> None:
-    cap = SessionTimeCap(20 * 60 * 1_000_000)
+    cap = SessionTimeCap(20 * 60 * 1_000_000, titration_cap_us=300_000_000)
     assert cap.should_trip(reading(stimulation_elapsed_us=20 * 60 * 1_000_000)) is None
     trip = cap.should_trip(reading(stimulation_elapsed_us=20 * 60 * 1_000_000 + 1))
     assert trip is not None
     assert "beyond the session cap of 1200 s" in trip.reason
+
+
+@pytest.mark.trips("IL-SESSION-TIME")
+def test_the_stop_allowance_lets_a_ramp_down_finish_and_no_more() -> None:
+    # The longest session the protocol model allows, with the longest ramp down.
+    cap = SessionTimeCap(
+        SessionTimeCap.MAX_CAP_US,
+        titration_cap_us=300_000_000,
+        stop_allowance_us=SessionTimeCap.MAX_STOP_ALLOWANCE_US,
+    )
+    end_us = SessionTimeCap.MAX_CAP_US + SessionTimeCap.MAX_STOP_ALLOWANCE_US
+    assert cap.should_trip(reading(stimulation_elapsed_us=end_us)) is None
+    trip = cap.should_trip(reading(stimulation_elapsed_us=end_us + 1500))
+    assert trip is not None
+    assert "has run 7260.001 s, beyond the session cap of 7200 s and its stop ramp of 60 s" in (
+        trip.reason
+    )
 
 
 @pytest.mark.trips("IL-SESSION-TIME")
@@ -318,7 +341,13 @@ def test_session_time_cap_trips_on_a_titration_nobody_finishes() -> None:
 @pytest.mark.parametrize("cap", [0, -5, 120 * 60 * 1_000_000 + 1])
 def test_session_time_cap_refuses_a_bad_cap(cap: int) -> None:
     with pytest.raises(InputError):
-        SessionTimeCap(cap)
+        SessionTimeCap(cap, titration_cap_us=300_000_000)
+
+
+@pytest.mark.parametrize("allowance", [-1, 60 * 1_000_000 + 1])
+def test_session_time_cap_refuses_a_bad_stop_allowance(allowance: int) -> None:
+    with pytest.raises(InputError):
+        SessionTimeCap(60_000_000, titration_cap_us=300_000_000, stop_allowance_us=allowance)
 
 
 @pytest.mark.parametrize("cap", [0, -1, 30 * 60 * 1_000_000 + 1])
