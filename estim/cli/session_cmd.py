@@ -262,7 +262,6 @@ def start(
         )
         if target_ua is not None and titrate_to is not None:
             check_titration_target(target_ua, titrate_to, plan.ceiling_ua, plan.step_ua)
-            AutoSession(target_ua=target_ua).check_against(plan.ceiling_ua, plan.step_ua)
         session_start = checked_model(
             SessionStart,
             options,

@@ -364,7 +364,6 @@ class CurrentDeviation(Interlock[StatusReading]):
         tolerance_percent: Fraction,
         *,
         measures_current: bool = True,
-        compare_setpoint: bool = True,
     ) -> None:
         if tolerance_ua < 0:
             raise _refuse(self.ID, "tolerance_ua", tolerance_ua, ">= 0")
@@ -374,7 +373,6 @@ class CurrentDeviation(Interlock[StatusReading]):
             raise _refuse(self.ID, "tolerance", 0, "some tolerance above zero (noise)")
         self.tolerance_ua = tolerance_ua
         self.tolerance_percent = Fraction(tolerance_percent)
-        self.compare_setpoint = compare_setpoint
         # |deviation| > max(abs, commanded x pct / 100), in integers: scale by 100 x den.
         self._num = self.tolerance_percent.numerator
         self._den = self.tolerance_percent.denominator
@@ -408,11 +406,7 @@ class CurrentDeviation(Interlock[StatusReading]):
                         f"{_ma(ch.commanded_ua)} is commanded"
                     )
                 continue
-            if (
-                self.compare_setpoint
-                and ch.device_set_ua is not None
-                and ch.device_set_ua != ch.commanded_ua
-            ):
+            if ch.device_set_ua is not None and ch.device_set_ua != ch.commanded_ua:
                 return self._trip(
                     f"channel {ch.channel}: the device reports {_ma(ch.device_set_ua)} set, "
                     f"but {_ma(ch.commanded_ua)} was commanded"

@@ -39,20 +39,6 @@ class AutoSession:
         if self.step_interval_ns <= 0:
             raise InputError("the titration step interval must be > 0")
 
-    def check_against(self, ceiling_ua: int, step_ua: int) -> None:
-        """Refuse a target the titration cannot reach exactly (above the ceiling, or not
-        a whole number of steps): the director would otherwise stop short of it."""
-        if self.target_ua > ceiling_ua:
-            raise InputError(
-                f"titration target {self.target_ua / 1000:g} mA is above the ceiling "
-                f"{ceiling_ua / 1000:g} mA; choose at most {ceiling_ua / 1000:g} mA"
-            )
-        if self.target_ua % step_ua:
-            raise InputError(
-                f"titration target {self.target_ua / 1000:g} mA is not a whole number of "
-                f"{step_ua / 1000:g} mA steps"
-            )
-
     def act(self, runner: SessionRunner, now_ns: int) -> int | None:
         if self._pending is not None:
             if not self._pending.done():

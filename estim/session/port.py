@@ -67,42 +67,41 @@ class DriverPort:
 
     def switch_off(self) -> None:
         self._forget_output()
-        if self.opened:
-            try:
-                self._stim.output_off()
-            except CommandSuperseded as err:
-                self._stopped_first(err)
-                return
+        if self.opened and self.sent(self._stim.output_off):
             self._on_reply()
 
     def switch_on(self, amplitude_ua: int) -> None:
-        try:
+        def on() -> None:
             self._set(amplitude_ua, titration=True)
             self._stim.output_on(list(self.channels))
-        except CommandSuperseded as err:
-            self._stopped_first(err)
-            return
-        self._enabled = True
-        self._on_reply()
-        self._stop_again_if_pressed()
+
+        if self.sent(on):
+            self._enabled = True
+            self._on_reply()
+            self._stop_again_if_pressed()
 
     def set_amplitude(self, amplitude_ua: int) -> None:
         """A titration step (the step limit applies)."""
-        try:
-            self._set(amplitude_ua, titration=True)
-        except CommandSuperseded as err:
-            self._stopped_first(err)
-            return
-        self._stop_again_if_pressed()
+        if self.sent(lambda: self._set(amplitude_ua, titration=True)):
+            self._stop_again_if_pressed()
 
     def apply_envelope(self, amplitude_ua: int) -> None:
         """An envelope update from the schedule (ceiling applies, not the step)."""
+        if self.sent(lambda: self._set(amplitude_ua, titration=False)):
+            self._stop_again_if_pressed()
+
+    def sent(self, command: Callable[[], None]) -> bool:
+        """Run ``command`` (driver calls); False if the runner's emergency stop overtook
+        it (the output is off by that stop and the record says so). Without such a stop
+        the driver's :class:`~estim.errors.CommandSuperseded` goes on to the caller."""
         try:
-            self._set(amplitude_ua, titration=False)
-        except CommandSuperseded as err:
-            self._stopped_first(err)
-            return
-        self._stop_again_if_pressed()
+            command()
+        except CommandSuperseded:
+            if not self._emergency.is_set():
+                raise
+            self._forget_output()
+            return False
+        return True
 
     def link_lost(self) -> None:
         """The port is gone: nothing can be on *by our command* (the device's watchdog
@@ -125,12 +124,6 @@ class DriverPort:
     def _forget_output(self) -> None:
         self._enabled = False
         self._commanded = dict.fromkeys(self.channels, 0)
-
-    def _stopped_first(self, err: CommandSuperseded) -> None:
-        """The runner's emergency stop overtook this command: output is off by it."""
-        if not self._emergency.is_set():
-            raise err
-        self._forget_output()
 
     def _stop_again_if_pressed(self) -> None:
         # An emergency stop pressed while this command was in flight may have reached
