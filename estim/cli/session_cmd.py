@@ -173,7 +173,6 @@ def start(
     from estim.cli.session_record import RecordWhenConnected
     from estim.cli.session_run import (
         NarratingSink,
-        SetUpForClinician,
         build_plan,
         dose_reading,
         finding_source,
@@ -186,7 +185,7 @@ def start(
     )
     from estim.device.profile import builtin_profile, load_profile
     from estim.records.models import EligibilityOverride, SessionStart, normalize_code
-    from estim.session.director import AutoSession
+    from estim.session.director import AutoSession, SetUpForClinician
     from estim.session.runner import Director, SessionRunner
     from estim.validation.record import load_record, parse_label_serial
 

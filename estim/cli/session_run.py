@@ -12,11 +12,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -39,7 +37,6 @@ from estim.safety.interlocks import CommunicationLoss, DoseReading
 from estim.safety.limits import DEFAULT_LIMITS, Limits
 from estim.session.plan import SessionPlan, ValidationCheck, findings_from_verdict
 from estim.session.runner import SessionRunner
-from estim.session.states import State, Trigger
 from estim.session.summary import SessionSummary
 from estim.units import ua_to_ma
 
@@ -174,50 +171,6 @@ def dose_reading(preflight: RecordsPreflight) -> DoseReading:
     if preflight.dose is None:
         raise InputError("the records could not count this patient's sessions")
     return DoseReading(preflight.dose.sessions_today, preflight.dose.sessions_this_week)
-
-
-class SetUpForClinician:
-    """Connects, runs the device preflight and arms, once each; then leaves titration,
-    start and everything after to the clinician's keys (a scripted person for the part
-    of a session that needs no judgement).
-
-    A fault during set-up (the port, the device's identity or validation, electrode
-    impedance, the preflight checks) ends the session: the summary gives the reason,
-    the fault stays unacknowledged, and the clinician starts again once it is fixed.
-    A fault after arming waits for the clinician (``a`` acknowledges it).
-    """
-
-    _SET_UP: ClassVar[Mapping[State, Trigger]] = MappingProxyType(
-        {
-            State.IDLE: Trigger.CONNECT,
-            State.CONNECTING: Trigger.PREFLIGHT,
-            State.PREFLIGHT: Trigger.ARM,
-        }
-    )
-
-    def __init__(self) -> None:
-        self._issued: set[Trigger] = set()
-        self._pending: Future[State] | None = None
-
-    @property
-    def armed(self) -> bool:
-        return Trigger.ARM in self._issued and self._pending is None
-
-    def act(self, runner: SessionRunner, now_ns: int) -> int | None:
-        if self._pending is not None:
-            if not self._pending.done():
-                return None
-            self._pending = None
-        state = runner.machine.state
-        if state is State.FAULT and not self.armed:
-            runner.request_close()
-            return None
-        trigger = self._SET_UP.get(state)
-        if trigger is None or trigger in self._issued:
-            return None
-        self._issued.add(trigger)
-        self._pending = runner.submit(trigger)
-        return None
 
 
 def run_recorded(

@@ -7,13 +7,24 @@ table, as a person at the keyboard. It never touches the device.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from estim.clock import NS_PER_MS
 from estim.errors import InputError
 from estim.session.runner import SessionRunner
 from estim.session.states import State, Trigger
+
+SET_UP: Mapping[State, Trigger] = MappingProxyType(
+    {
+        State.IDLE: Trigger.CONNECT,
+        State.CONNECTING: Trigger.PREFLIGHT,
+        State.PREFLIGHT: Trigger.ARM,
+    }
+)
+"""The steps to an armed session that need no judgement: connect, preflight, arm."""
 
 
 @dataclass
@@ -65,13 +76,9 @@ class AutoSession:
         machine = runner.machine
         goal = min(self.target_ua, machine.ceiling_ua)
         goal -= goal % machine.step_ua
+        if state in SET_UP:
+            return SET_UP[state]
         match state:
-            case State.IDLE:
-                return Trigger.CONNECT
-            case State.CONNECTING:
-                return Trigger.PREFLIGHT
-            case State.PREFLIGHT:
-                return Trigger.ARM
             case State.ARMED if machine.confirmed_ua is not None:
                 return Trigger.START
             case State.ARMED | State.TITRATING:
@@ -84,3 +91,39 @@ class AutoSession:
                 return None
             case _:
                 return None
+
+
+class SetUpForClinician:
+    """Connects, runs the device preflight and arms, once each; then leaves titration,
+    start and everything after to the clinician's keys (a scripted person for the part
+    of a session that needs no judgement).
+
+    A fault during set-up (the port, the device's identity or validation, electrode
+    impedance, the preflight checks) ends the session: the summary gives the reason,
+    the fault stays unacknowledged, and the clinician starts again once it is fixed.
+    A fault after arming waits for the clinician (``a`` acknowledges it).
+    """
+
+    def __init__(self) -> None:
+        self._issued: set[Trigger] = set()
+        self._pending: Future[State] | None = None
+
+    @property
+    def armed(self) -> bool:
+        return Trigger.ARM in self._issued and self._pending is None
+
+    def act(self, runner: SessionRunner, now_ns: int) -> int | None:
+        if self._pending is not None:
+            if not self._pending.done():
+                return None
+            self._pending = None
+        state = runner.machine.state
+        if state is State.FAULT and not self.armed:
+            runner.request_close()
+            return None
+        trigger = SET_UP.get(state)
+        if trigger is None or trigger in self._issued:
+            return None
+        self._issued.add(trigger)
+        self._pending = runner.submit(trigger)
+        return None
