@@ -207,3 +207,6 @@ EXIT_CODES = {
     "device": 3,
     "session_stopped": 4,
 }
+
+EXIT_STOPPED = EXIT_CODES["session_stopped"]
+"""A person stopped the command (Ctrl-C at the bench or at the unit confirmation)."""

@@ -42,7 +42,7 @@ from estim.device.base import Stimulator
 from estim.device.profile import DeviceProfile
 from estim.device.registry import driver_class
 from estim.device.simulator import SimulatedDevice
-from estim.errors import InputError
+from estim.errors import EXIT_STOPPED, InputError
 from estim.validation.bench import BenchValidation, check_label_serial
 from estim.validation.current import (
     BENCH_LOAD_OHM,
@@ -65,9 +65,6 @@ from estim.validation.record import (
     save_record,
     serial_reported,
 )
-
-EXIT_STOPPED = 4
-"""The technician stopped the bench (Ctrl-C): output stopped, no record."""
 
 _OUTCOME_STYLE = {
     Outcome.PASS: ("PASS", "bold green"),

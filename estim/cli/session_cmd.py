@@ -42,17 +42,14 @@ from rich.console import Console
 from rich.text import Text
 
 from estim.cli.options import LimitsOpt, PlainOpt, SessionProfileOpt, limits_from
-from estim.errors import InputError, PreflightBlocked, Problem
+from estim.errors import EXIT_STOPPED, InputError, PreflightBlocked, Problem
 
 if TYPE_CHECKING:
     from estim.device.base import DeviceIdentity
     from estim.device.profile import DeviceProfile
-    from estim.records.models import ValidationRef
     from estim.session.plan import ValidationCheck
     from estim.validation.record import UnitConfirmation, ValidationRecord
 
-EXIT_STOPPED = 4
-"""The clinician stopped at the unit confirmation (Ctrl-C): nothing was connected."""
 
 session_app = typer.Typer(
     help="Run a prescribed session; show the session state machine.",
@@ -184,7 +181,12 @@ def start(
         static_check,
     )
     from estim.device.profile import builtin_profile, load_profile
-    from estim.records.models import EligibilityOverride, SessionStart, normalize_code
+    from estim.records.models import (
+        EligibilityOverride,
+        SessionStart,
+        ValidationRef,
+        normalize_code,
+    )
     from estim.session.director import AutoSession, SetUpForClinician
     from estim.session.runner import Director, SessionRunner
     from estim.validation.record import load_record, parse_label_serial
@@ -209,6 +211,7 @@ def start(
     profile = load_profile(profile_file) if profile_file else builtin_profile("estim-pf2")
     profile_name = str(profile_file) if profile_file else "estim-pf2"
     bench_record = None if validation_file is None else load_record(validation_file)
+    validation_ref = None if validation_file is None else ValidationRef.from_file(validation_file)
     limits = limits_from(limits_file)
     options = {
         "clinician": "--clinician",
@@ -248,7 +251,6 @@ def start(
                 f"warnings need a clinician's acknowledgement before a session: "
                 f"{', '.join(sorted(pending))}; read them above, then add {flags}"
             )
-        plan_validation = _validation(validation_file, bench_record, profile, None)
         plan = build_plan(
             resolved,
             profile,
@@ -256,7 +258,7 @@ def start(
             acknowledged=acknowledged,
             dose=dose_reading(preflight),
             labels={"clinician": who},
-            validation=plan_validation[0],
+            validation=_validation_check(validation_file, bench_record, profile, None),
             limits=limits,
         )
         if target_ua is not None and titrate_to is not None:
@@ -269,7 +271,7 @@ def start(
             profile_name=profile_name,
             profile_sha256=profile.sha256,
             clinician=who,
-            validation=plan_validation[1],
+            validation=validation_ref,
             eligibility_override=override,
         )
         # Asked last: the confirmation is of the unit about to be connected.
@@ -277,7 +279,7 @@ def start(
         if confirmation is not None:
             plan = replace(
                 plan,
-                validation=_validation(validation_file, bench_record, profile, confirmation)[0],
+                validation=_validation_check(validation_file, bench_record, profile, confirmation),
             )
         with (
             port_device(profile, url) as device,
@@ -334,18 +336,17 @@ def _check_acknowledged(
     )
 
 
-def _validation(
+def _validation_check(
     path: Path | None,
     record: ValidationRecord | None,
     profile: DeviceProfile,
     confirmation: UnitConfirmation | None,
-) -> tuple[ValidationCheck, ValidationRef | None]:
-    """The plan's check against the connected unit, and the record's reference.
+) -> ValidationCheck:
+    """The plan's check of the bench record against the connected unit.
 
     The check runs at connect (IL-DEVICE-VALIDATION); the clinician's confirmation of
     the unit, if any, goes with it into the session log whether it matches or not.
     """
-    from estim.records.models import ValidationRef
     from estim.safety.interlocks import ValidationReading
     from estim.validation.record import record_problems
 
@@ -353,7 +354,7 @@ def _validation(
         return None if confirmation is None else confirmation.event_data(record, identity)
 
     if path is None or record is None:
-        return (lambda identity: ValidationReading(None, unit_confirmation=logged(identity))), None
+        return lambda identity: ValidationReading(None, unit_confirmation=logged(identity))
     serial = None if confirmation is None else confirmation.serial
 
     def check(identity: DeviceIdentity) -> ValidationReading:
@@ -363,7 +364,7 @@ def _validation(
             unit_confirmation=logged(identity),
         )
 
-    return check, ValidationRef.from_file(path)
+    return check
 
 
 def _confirm_unit(

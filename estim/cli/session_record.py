@@ -51,15 +51,6 @@ class RecordWhenConnected:
         self.open_error: BaseException | None = None
         self.not_connected: str | None = None
 
-    @property
-    def opened(self) -> bool:
-        return self.recorder is not None
-
-    @property
-    def held_events(self) -> list[SessionEvent]:
-        """Events not written (the session never reached a device)."""
-        return list(self._held)
-
     def append(self, event: SessionEvent) -> None:
         if self.recorder is not None:
             self.recorder.append(event)

@@ -56,9 +56,11 @@ from estim.validation.current import (
     accuracy_amplitudes_ua,
     accuracy_plan,
     describe_plan,
+    format_fraction,
     simulator_instrument_for,
 )
 from estim.validation.record import (
+    SIMULATOR_CAPABILITY,
     UNIT_SERIAL_OPTION,
     CheckResult,
     DeviceUnit,
@@ -93,7 +95,6 @@ STOP_ACK_LIMIT_MS = 20
 
 STOP_TRIALS = 20
 READINGS_PER_POINT = 5
-SIM_INJECTION = "sim-fault-injection"
 
 ACCURACY_TITLE = "Amplitude accuracy within the profile's tolerance"
 
@@ -321,7 +322,7 @@ class BenchValidation:
                         name=f"ch{channel} at {target_ua} uA: worst of {len(readings)} readings",
                         value=worst,
                         unit="uA",
-                        limit=f"{target_ua} +/- {_fmt(tolerance)} uA",
+                        limit=f"{target_ua} +/- {format_fraction(tolerance)} uA",
                         passed=abs(worst - target_ua) <= tolerance,
                         method=MeasurementMethod.DEVICE_READBACK,
                         source="the device's own current measurement (status)",
@@ -756,7 +757,9 @@ class BenchValidation:
         )
 
     def _injector(self) -> _Injecting | None:
-        if SIM_INJECTION in self.identity.capabilities and hasattr(self.stim, "inject_fault"):
+        if SIMULATOR_CAPABILITY in self.identity.capabilities and hasattr(
+            self.stim, "inject_fault"
+        ):
             return self.stim
         return None
 
@@ -798,7 +801,3 @@ def _ms(ns: int) -> Decimal:
 
 def _round(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.001"))
-
-
-def _fmt(value: Fraction) -> str:
-    return str(int(value)) if value.denominator == 1 else f"{float(value):.1f}"

@@ -97,7 +97,7 @@ class AccuracyPoint:
 
     def limit(self) -> str:
         """The limit as the record writes it (uA, like the device readback)."""
-        return f"{self.commanded_ua} +/- {_fmt(self.tolerance_ua)} uA"
+        return f"{self.commanded_ua} +/- {format_fraction(self.tolerance_ua)} uA"
 
     def __str__(self) -> str:
         return f"channel {self.channel} at {_ma(self.commanded_ua)} mA"
@@ -504,5 +504,6 @@ def _ma(value_ua: int | Fraction) -> str:
     return f"{shown.normalize():f}"
 
 
-def _fmt(value: Fraction) -> str:
+def format_fraction(value: Fraction) -> str:
+    """An exact figure for a message: whole as an integer, else to one decimal."""
     return str(int(value)) if value.denominator == 1 else f"{float(value):.1f}"

@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from estim.cli.session_cmd import _confirm_unit, _validation
+from estim.cli.session_cmd import _confirm_unit, _validation_check
 from estim.cli.session_run import narrate
 from estim.device.base import DeviceIdentity
 from estim.device.profile import builtin_profile
@@ -337,19 +337,17 @@ def test_the_sessions_check_carries_the_confirmation_into_the_reading(tmp_path: 
     record = make_record()
     path = save_record(record, tmp_path / "bench.json")
     confirmed = UnitConfirmation("RS2-0417", ConfirmedHow.OPTION, "Dr Test")
-    check, ref = _validation(path, record, REHASTIM2, confirmed)
-    assert ref is not None
+    check = _validation_check(path, record, REHASTIM2, confirmed)
     reading = check(REHASTIM2_UNIT)
     assert reading == ValidationReading(
         str(path), (), unit_confirmation=confirmed.event_data(record, REHASTIM2_UNIT)
     )
     assert DeviceValidation().should_trip(reading) is None
-    unconfirmed, _ = _validation(path, record, REHASTIM2, None)
+    unconfirmed = _validation_check(path, record, REHASTIM2, None)
     reading = unconfirmed(REHASTIM2_UNIT)
     assert reading.unit_confirmation is None
     assert len(reading.problems) == 1
-    no_record, ref = _validation(None, None, REHASTIM2, confirmed)
-    assert ref is None
+    no_record = _validation_check(None, None, REHASTIM2, confirmed)
     reading = no_record(REHASTIM2_UNIT)
     assert reading.record is None
     assert reading.unit_confirmation is not None
