@@ -296,6 +296,13 @@ def signals_as_emergency_stop(runner: SessionRunner) -> Iterator[None]:
 # --- the console -------------------------------------------------------------------------
 
 
+def stop_for_display_failure(runner: SessionRunner) -> None:
+    """The screen failed (a closed pipe, a display bug): nobody can see or steer the
+    session any more, so it must not go on: emergency stop (zero first), end the loop."""
+    runner.emergency_stop("console failure")
+    runner.request_close()
+
+
 def run_console(
     runner: SessionRunner,
     *,
@@ -335,11 +342,9 @@ def run_console(
                 else:
                     _follow_live(runner, loop, console, use_keys, message, on_view)
         except BaseException:
-            # The screen failed (a closed pipe, a display bug): nobody can see or steer
-            # the session any more, so it must not go on. Zero first, then end the loop,
-            # and only then let the caller close the records and the device.
-            runner.emergency_stop("console failure")
-            runner.request_close()
+            # Zero first and end the loop; only then let the caller close the records
+            # and the device.
+            stop_for_display_failure(runner)
             raise
         finally:
             loop.join()

@@ -194,9 +194,9 @@ def run_recorded(
     - The records refused to open the session when the device answered (they changed
       since the preflight): that refusal, as the records gave it.
     """
-    from estim.cli.console import run_console
+    from estim.cli.console import run_console, stop_for_display_failure
 
-    sink.on_display_failure = stop_on_display_failure(runner)
+    sink.on_display_failure = lambda _err: stop_for_display_failure(runner)
     try:
         summary = run_console(runner, console=console, plain=plain, keys=keys, clinician=clinician)
     except Exception as err:
@@ -288,7 +288,7 @@ class NarratingSink:
     on). A failure to *show* the line afterwards (a closed pipe, a broken terminal) is
     not a records failure: it is a display failure, and ends the session the way the
     console ends it when its display fails (``on_display_failure``, e.g.
-    :func:`stop_on_display_failure`). Nothing more is printed after one.
+    :func:`~estim.cli.console.stop_for_display_failure`). Nothing more is printed after one.
     """
 
     def __init__(
@@ -321,17 +321,6 @@ class NarratingSink:
                     self.on_display_failure(err)
                 except Exception:
                     log.exception("stopping after a display failure failed")
-
-
-def stop_on_display_failure(runner: SessionRunner) -> Callable[[BaseException], None]:
-    """What a failed display does: nobody can see or steer the session, so it stops at
-    once (emergency stop: zero first) and the loop ends, as in the console."""
-
-    def stop(_err: BaseException) -> None:
-        runner.emergency_stop("console failure")
-        runner.request_close()
-
-    return stop
 
 
 def narrate(event: SessionEvent, *, connected: bool = True) -> Text | None:

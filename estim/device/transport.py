@@ -252,10 +252,16 @@ class SerialLink:
             raise DeviceDisconnected(f"{self.url}: the port went away ({err})") from err
 
     def cancel_read(self) -> None:
-        """Wake a reader blocked in :meth:`read_available` (where pyserial supports it)."""
+        """Wake a reader blocked in :meth:`read_available` (where pyserial supports it).
+
+        A POSIX port's reader waits on this link's own wake pipe, not on pyserial's
+        abort pipe: pyserial's is drained only by its own ``read`` (which this link
+        does not use) and its write end blocks once full.
+        """
         if self._posix:
             with contextlib.suppress(OSError):  # the pipe is full (a wake is pending) or closed
                 os.write(self._wake_w, b"x")
+            return
         cancel = getattr(self._port, "cancel_read", None)
         if cancel is not None:
             with contextlib.suppress(SerialException, OSError, TypeError, AttributeError):
