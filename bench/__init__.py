@@ -122,16 +122,14 @@ def pty_device(
     profile: DeviceProfile,
     driver_class: Callable[..., Driver],
     config: ChannelConfig,
-    *,
-    keepalive: bool = False,
 ) -> Iterator[tuple[SimulatedDevice, Driver]]:
     """The simulator for ``profile`` on a pty, and an opened driver configured with
-    ``config`` on channel 1 (closed again afterwards)."""
+    ``config`` on channel 1 (closed again afterwards); no keepalive thread."""
     from estim.device.simulator import PtyServer, SimulatedDevice
 
     device = SimulatedDevice(profile)
     with PtyServer(device) as server:
-        driver = driver_class(profile, server.path, keepalive=keepalive)
+        driver = driver_class(profile, server.path, keepalive=False)
         driver.open()
         try:
             driver.configure([config])

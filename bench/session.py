@@ -85,11 +85,17 @@ def short_protocol(
     return Protocol.model_validate(data)
 
 
-def plan_for(protocol: Protocol, profile: DeviceProfile = PROFILE) -> SessionPlan:
+def plan_for(
+    protocol: Protocol,
+    profile: DeviceProfile = PROFILE,
+    *,
+    adjustments: dict[Adjustable, Decimal] | None = None,
+) -> SessionPlan:
     prescription = Prescription(
         patient_code="BENCH-01",
         protocol=ProtocolRef.of(protocol),
         max_amplitude_ma=Decimal(20),
+        adjustments=adjustments or {},
         prescriber="estim bench",
         start_date=date(2026, 1, 1),
     )
@@ -436,20 +442,8 @@ def _sleep_while_running(runner: SessionRunner, seconds: float) -> None:
 def figure_virtual_thirty_minutes(context: BenchContext) -> list[Figure]:
     """A full 30-minute stress session (adjusted to 30 min) in virtual time."""
     runs = context.trials(3, 1)
-    protocol = get_protocol("stress")
-    prescription = Prescription(
-        patient_code="BENCH-01",
-        protocol=ProtocolRef.of(protocol),
-        max_amplitude_ma=Decimal(20),
-        adjustments={Adjustable.SESSION_DURATION_MIN: Decimal(30)},
-        prescriber="estim bench",
-        start_date=date(2026, 1, 1),
-    )
-    plan = SessionPlan.build(
-        resolve(prescription, protocol),
-        PROFILE,
-        findings=FindingsReading(),
-        dose=DoseReading(0, 0),
+    plan = plan_for(
+        get_protocol("stress"), adjustments={Adjustable.SESSION_DURATION_MIN: Decimal(30)}
     )
     walls: list[int] = []
     steps: list[int] = []

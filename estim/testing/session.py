@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from estim.clock import VirtualClock
 from estim.device.base import Stimulator
@@ -22,6 +23,9 @@ from estim.safety.limits import DEFAULT_LIMITS, Limits
 from estim.session.plan import SessionPlan, truncate_schedule
 from estim.session.runner import Director, RunnerSettings, SessionRunner
 from estim.session.states import State, Trigger
+
+if TYPE_CHECKING:
+    from estim.device.simulator import SimulatedDevice
 
 
 @dataclass
@@ -139,10 +143,19 @@ class VirtualRig:
     """A runner, its driver and an in-process simulator, all on one virtual clock."""
 
     runner: SessionRunner
-    device: object  # SimulatedDevice (typed loosely: the session layer never imports it)
+    device: object  # a SimulatedDevice, typed loosely (see ``simulator``)
     driver: Stimulator
     clock: VirtualClock
     sink: MemorySink
+
+    @property
+    def simulator(self) -> SimulatedDevice:
+        """The device, typed as the in-process simulator it is (TypeError if it is not)."""
+        from estim.device.simulator import SimulatedDevice
+
+        if not isinstance(self.device, SimulatedDevice):
+            raise TypeError(f"the rig's device is a {type(self.device).__name__}, not a simulator")
+        return self.device
 
     def step(self, periods: int = 1) -> None:
         """Run the loop for ``periods`` control periods (each at its own deadline)."""

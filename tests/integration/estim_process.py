@@ -1,5 +1,6 @@
 """An ``estim`` command in its own process, for the tests where processes matter
-(signals, a pty that another process serves, SIGKILL). Shared by the integration tests.
+(signals, a pty that another process serves, SIGKILL), or in this process with
+:func:`invoke`. Shared by the integration tests.
 
 Waits are bounded generously only so that a broken test cannot hang: never a timing
 assertion.
@@ -8,14 +9,43 @@ assertion.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from estim.cli import app
+from estim.errors import EstimError
+
 ESTIM = str(Path(sys.executable).parent / "estim")
 BOUND_S = 120  # only stops a broken test from hanging; never a timing assertion
+
+ACKNOWLEDGE = (
+    *("--acknowledge", "DEVICE_NO_CURRENT_MEASUREMENT"),
+    *("--acknowledge", "DEVICE_NO_IMPEDANCE_MEASUREMENT"),
+    # the profile's own warnings (estim profile check) are the session's too
+    *("--acknowledge", "PROFILE_PROBE_AMPLITUDE"),
+    *("--acknowledge", "PROFILE_WATCHDOG"),
+    *("--acknowledge", "PROFILE_LEAKAGE"),
+)
+"""What ``estim session start`` on profiles/hasomed-rehastim2.toml must acknowledge."""
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a command in-process as ``estim`` would: estim errors become exit codes.
+
+    Stdin is not a terminal: nobody is asked anything.
+    """
+    result = CliRunner().invoke(app, args, env=env)
+    if isinstance(result.exception, EstimError):
+        return result.exception.exit_code, result.output + str(result.exception)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
 
 
 class Process:
@@ -77,6 +107,17 @@ class Process:
         if self.proc.poll() is None:
             self.proc.terminate()
         self.finish()
+
+    def interrupt_after(self, *texts: str) -> int:
+        """Wait for each of ``texts`` (:meth:`wait_for`), then Ctrl-C (SIGINT); the exit
+        code. Whatever happens on the way, the process is stopped (:meth:`stop`)."""
+        try:
+            for text in texts:
+                self.wait_for(text)
+            self.proc.send_signal(signal.SIGINT)
+            return self.finish()
+        finally:
+            self.stop()
 
     @property
     def output(self) -> str:

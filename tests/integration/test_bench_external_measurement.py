@@ -14,18 +14,16 @@ Every test ends with the simulator's output stage at zero.
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from estim_process import Process
+from estim_process import ACKNOWLEDGE, Process, invoke
 from typer.testing import CliRunner
 
 from estim.cli import app, main
 from estim.device.profile import builtin_profile
 from estim.device.simulator import PtyServer, SimulatedDevice
-from estim.errors import EstimError
 from estim.records.store import Store
 from estim.validation.current import accuracy_plan
 from estim.validation.record import MeasurementMethod, Outcome, load_record
@@ -34,16 +32,6 @@ REHASTIM2 = builtin_profile("hasomed-rehastim2")
 PROFILE_FILE = "profiles/hasomed-rehastim2.toml"
 LABEL = "RS2-0417"  # the serial on the (simulated) unit's label: ScienceMode2 reports none
 UNIT = ("--unit-serial", LABEL)
-ACKNOWLEDGE = [
-    "--acknowledge",
-    "DEVICE_NO_CURRENT_MEASUREMENT",
-    "--acknowledge",
-    "DEVICE_NO_IMPEDANCE_MEASUREMENT",
-    # the profile's own warnings (estim profile check) are the session's too
-    *("--acknowledge", "PROFILE_PROBE_AMPLITUDE"),
-    *("--acknowledge", "PROFILE_WATCHDOG"),
-    *("--acknowledge", "PROFILE_LEAKAGE"),
-]
 
 
 def trace_records(trace: Path, event: str) -> list[dict[str, object]]:
@@ -63,12 +51,18 @@ def outputs_end_at_zero(trace: Path) -> bool:
 
 def bench(*args: str) -> tuple[int, str]:
     """``estim profile bench ...`` in-process; exit code and what it printed."""
-    result = CliRunner().invoke(app, ["profile", "bench", *args])
-    if isinstance(result.exception, EstimError):
-        return result.exception.exit_code, result.output + str(result.exception)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
+    return invoke(["profile", "bench", *args])
+
+
+def bench_with_the_simulator_instrument(port: str, out: Path) -> int:
+    """``estim profile bench`` of the RehaStim2 on ``port`` (``estim sim``), run as
+    :func:`estim.cli.main`, the record written to ``out``; the exit code."""
+    return main(
+        [
+            "profile", "bench", PROFILE_FILE, "--port", port,
+            "--technician", "Tess Tech", *UNIT, "--out", str(out), "--no-interactive",
+        ]
+    )  # fmt: skip
 
 
 def measurements_file(path: Path, *, off_by_ma: dict[tuple[int, int], str] | None = None) -> Path:
@@ -123,12 +117,7 @@ def test_the_rehastim2_bench_passes_on_estim_sim_with_the_simulator_instrument(
 ) -> None:
     port, trace = estim_sim
     out = tmp_path / "bench.json"
-    code = main(
-        [
-            "profile", "bench", PROFILE_FILE, "--port", port,
-            "--technician", "Tess Tech", *UNIT, "--out", str(out), "--no-interactive",
-        ]
-    )  # fmt: skip
+    code = bench_with_the_simulator_instrument(port, out)
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "Bench validation PASSED" in printed
@@ -290,26 +279,15 @@ def test_the_record_lets_a_rehastim2_session_pass_its_validation_preflight(
 ) -> None:
     port, trace = estim_sim
     record = tmp_path / "bench.json"
-    code = main(
-        [
-            "profile", "bench", PROFILE_FILE, "--port", port,
-            "--technician", "Tess Tech", *UNIT, "--out", str(record), "--no-interactive",
-        ]
-    )  # fmt: skip
-    assert code == 0
+    assert bench_with_the_simulator_instrument(port, record) == 0
     session = Process(
         "session", "start", "PF-0042", "--port", port, "--profile", PROFILE_FILE,
         "--validation", str(record), *ACKNOWLEDGE, "--titrate-to", "5", "--plain",
         "--db", str(patient_db), "--clinician", "Dr Test", *UNIT,
     )  # fmt: skip
-    try:
-        session.wait_for("connected: RehaStim2")
-        session.wait_for("amplitude confirmed: 5 mA")
-        session.wait_for("phase on")
-        session.proc.send_signal(signal.SIGINT)
-        exit_code = session.finish()
-    finally:
-        session.stop()
+    exit_code = session.interrupt_after(
+        "connected: RehaStim2", "amplitude confirmed: 5 mA", "phase on"
+    )
     assert exit_code == 4, session.output  # the emergency stop we sent, nothing else
     assert "IL-DEVICE-VALIDATION" not in session.output
     assert "EMERGENCY STOP" in session.output
@@ -429,12 +407,8 @@ def test_ctrl_c_during_the_bench_stops_the_output_and_writes_no_record(
         "profile", "bench", PROFILE_FILE, "--port", port, "--technician", "Tess Tech", *UNIT,
         "--out", str(out), "--no-interactive",
     )  # fmt: skip
-    try:
-        run.wait_for("bench: Watchdog stops output")  # the 2 s watchdog check is under way
-        run.proc.send_signal(signal.SIGINT)
-        code = run.finish()
-    finally:
-        run.stop()
+    # Ctrl-C once the 2 s watchdog check is under way.
+    code = run.interrupt_after("bench: Watchdog stops output")
     assert code == 4, run.output
     assert "stopped (Ctrl-C): output stopped, port closed; no record written" in run.output
     assert "Traceback" not in run.output

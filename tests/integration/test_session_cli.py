@@ -14,13 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from estim_process import BOUND_S, Process
-from typer.testing import CliRunner
+from estim_process import BOUND_S, Process, invoke
 
-from estim.cli import app
 from estim.device.profile import builtin_profile
 from estim.device.simulator import PtyServer, SimulatedDevice
-from estim.errors import EstimError
 from estim.records.store import Store
 
 
@@ -44,16 +41,6 @@ def last_output_amplitudes(trace: Path) -> dict[int, int]:
         if record.get("event") == "output":
             last[int(record["channel"])] = int(record["amplitude_ua"])
     return last
-
-
-def invoke(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run a command in-process as ``estim`` would: estim errors become exit codes."""
-    result = CliRunner().invoke(app, args, env=env)
-    if isinstance(result.exception, EstimError):
-        return result.exception.exit_code, result.output + str(result.exception)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def sessions(db: Path) -> list[object]:
@@ -107,13 +94,7 @@ def test_demo_uses_the_sites_limits_and_the_log_records_them(tmp_path: Path) -> 
 def test_demo_in_real_time_ctrl_c_is_an_emergency_stop(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     demo = Process("demo", "--plain", "--db", str(db))
-    try:
-        demo.wait_for("stimulation started")
-        demo.wait_for("phase on")
-        demo.proc.send_signal(signal.SIGINT)
-        code = demo.finish()
-    finally:
-        demo.stop()
+    code = demo.interrupt_after("stimulation started", "phase on")
     assert code == 4, demo.output
     assert "EMERGENCY STOP (['SIGINT'])" in demo.output
     assert "emergency stop" in demo.output
@@ -343,11 +324,7 @@ def test_session_start_with_a_bench_record_stimulates_and_stops_on_ctrl_c(
     site = tmp_path / "site-limits.toml"  # a site's limits that let the session run
     site.write_text("spec_version = 1\ntitration_time_max_min = 2\n", encoding="utf-8")
     session = stimulating_session(port, tmp_path / "bench.json", patient_db, "--limits", str(site))
-    try:
-        session.proc.send_signal(signal.SIGINT)
-        exit_code = session.finish()
-    finally:
-        session.stop()
+    exit_code = session.interrupt_after()
     assert exit_code == 4, session.output
     assert "EMERGENCY STOP" in session.output
     assert set(last_output_amplitudes(trace).values()) == {0}

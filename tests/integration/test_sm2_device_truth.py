@@ -13,7 +13,6 @@ output stage is the ground truth.
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from estim.clock import NS_PER_MS, NS_PER_S, VirtualClock
@@ -24,46 +23,23 @@ from estim.device.sciencemode2.driver import ScienceMode2Stimulator
 from estim.device.sciencemode2.messages import Command, Message
 from estim.device.simulator import SimulatedDevice
 from estim.events import MemorySink
-from estim.protocols.catalog import get_protocol
-from estim.protocols.prescription import resolve
-from estim.protocols.schedule import compile_schedule
-from estim.safety.interlocks import (
-    CommunicationLoss,
-    DeviceFault,
-    DoseReading,
-    FindingsReading,
-    UnexpectedOutput,
-)
+from estim.safety.interlocks import CommunicationLoss, DeviceFault, UnexpectedOutput
 from estim.session.director import AutoSession
-from estim.session.plan import SessionPlan, truncate_schedule
+from estim.session.plan import SessionPlan
 from estim.session.runner import SessionRunner
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
 from estim.session.summary import Outcome
-from estim.testing.session import VirtualRig, demo_prescription, virtual_rig
+from estim.testing.session import VirtualRig, make_plan, virtual_rig
 
 REHASTIM2 = builtin_profile("hasomed-rehastim2")
 WATCHDOG_NS = REHASTIM2.link.watchdog_timeout_ms * NS_PER_MS
 
 
-def stress_plan(cycles: int = 2) -> SessionPlan:
-    """The library's stress protocol, titrated in whole mA (the RehaStim2's step)."""
-    protocol = get_protocol("stress")
-    protocol = protocol.model_copy(
-        update={
-            "amplitude": protocol.amplitude.model_copy(update={"titration_step_ma": Decimal(1)})
-        }
-    )
-    resolved = resolve(demo_prescription(protocol, max_ma=Decimal(30)), protocol)
-    schedule = truncate_schedule(compile_schedule(resolved), cycles)
-    return SessionPlan.build(
-        resolved, REHASTIM2, findings=FindingsReading(), dose=DoseReading(0, 0), schedule=schedule
-    )
-
-
-def device_of(rig: VirtualRig) -> SimulatedDevice:
-    assert isinstance(rig.device, SimulatedDevice)
-    return rig.device
+def stress_plan() -> SessionPlan:
+    """Two cycles of the library's stress protocol at its own step: 1 mA, whole mA as the
+    RehaStim2 sets them."""
+    return make_plan(profile=REHASTIM2, step_ma=None)
 
 
 def driver_of(rig: VirtualRig) -> ScienceMode2Stimulator:
@@ -81,7 +57,7 @@ def run_until(rig: VirtualRig, done: Callable[[], bool], limit_s: int = 60) -> N
 
 def stimulating_at(rig: VirtualRig, amplitude_ua: int) -> None:
     """Run the session until the device really delivers ``amplitude_ua`` on channel 1."""
-    device = device_of(rig)
+    device = rig.simulator
 
     def delivering() -> bool:
         return device.hardware.outputs()[0].amplitude_ua == amplitude_ua
@@ -102,7 +78,7 @@ def test_a_silent_device_trips_communication_loss_within_the_watchdog_time() -> 
     # Before the fix the session ran on, showing 10 mA commanded, until FINISH.
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
-        device = device_of(rig)
+        device = rig.simulator
         silent_from = rig.clock.now_ns()
         device.inject("drop:p=1,dir=both")
         run_until(rig, lambda: rig.runner.machine.state is State.FAULT)
@@ -128,7 +104,7 @@ def test_a_silent_device_trips_communication_loss_within_the_watchdog_time() -> 
 def test_a_device_that_hears_but_is_not_heard_is_stopped_when_the_link_is_judged_lost() -> None:
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
-        device = device_of(rig)
+        device = rig.simulator
         device.inject("drop:p=1,dir=out")  # the device hears every frame: its watchdog is fed
         run_until(rig, lambda: rig.runner.machine.state is State.FAULT)
         assert [t.interlock_id for t in rig.runner.summary().trips] == [CommunicationLoss.ID]
@@ -146,9 +122,9 @@ def test_a_normal_session_has_its_output_confirmed_off_by_the_device() -> None:
         summary = rig.runner.run()
         assert summary.outcome is Outcome.COMPLETED
         assert summary.output_confirmed_off is True
-        assert not device_of(rig).hardware.any_output_on
+        assert not rig.simulator.hardware.any_output_on
         # Every status was a question to the device, answered.
-        frames = device_of(rig).trace.records("frame")
+        frames = rig.simulator.trace.records("frame")
         asked = [
             f for f in frames if f["direction"] == "in" and f["command"] == "GET_STIMULATION_MODE"
         ]
@@ -165,7 +141,7 @@ def test_a_normal_session_has_its_output_confirmed_off_by_the_device() -> None:
 def test_output_off_is_not_confirmed_when_the_device_does_not_answer_the_last_status() -> None:
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
-        device = device_of(rig)
+        device = rig.simulator
         device.inject("drop:p=1,dir=out")  # the stop arrives, its answer does not
         rig.runner.close()
         assert rig.runner.summary().output_confirmed_off is not True
@@ -181,7 +157,7 @@ def test_a_device_that_says_it_stopped_by_itself_faults_the_session() -> None:
     # device's answer contradicts that, and the controller stops and latches FAULT.
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
-        device = device_of(rig)
+        device = rig.simulator
         device.inject("lie-output")
         rig.step()
         assert rig.runner.machine.state is State.FAULT
@@ -198,7 +174,7 @@ def test_an_emergency_stop_lost_on_the_line_is_not_confirmed_off() -> None:
     # (Before, status reported the driver's belief: "confirmed off", device still on.)
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
-        device = device_of(rig)
+        device = rig.simulator
         lose_stops(driver_of(rig), device, count=3)
         rig.runner.emergency_stop("patient button")
         assert device.hardware.any_output_on  # the stop was lost
@@ -214,7 +190,7 @@ def test_a_pause_whose_stop_is_lost_is_not_taken_as_output_off() -> None:
     # controller does not pretend the output is off: FAULT, and stop again.
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
-        device = device_of(rig)
+        device = rig.simulator
         lose_stops(driver_of(rig), device, count=1)
         future = rig.runner.submit(Trigger.PAUSE)
         rig.step()
@@ -264,18 +240,23 @@ def cross_next_command(
     return pressed
 
 
+def assert_recorded_as_an_emergency_stop(rig: VirtualRig) -> None:
+    """Aborted as an emergency stop, no trip, output off; then closed, the story holds."""
+    assert rig.runner.machine.state is State.ABORTED
+    summary = rig.runner.summary()
+    assert summary.outcome is Outcome.EMERGENCY_STOP
+    assert summary.trips == ()
+    assert not rig.simulator.hardware.any_output_on
+    rig.runner.close()
+    assert_story(rig.sink)
+
+
 def test_an_emergency_stop_crossing_a_ramp_update_is_recorded_as_an_emergency_stop() -> None:
     with virtual_rig(stress_plan(), director=AutoSession(target_ua=10_000)) as rig:
         stimulating_at(rig, 10_000)
         pressed = cross_next_command(rig, Command.START_CHANNEL_LIST_MODE)
         run_until(rig, lambda: bool(pressed) and rig.runner.machine.state is not State.RUNNING)
-        assert rig.runner.machine.state is State.ABORTED
-        summary = rig.runner.summary()
-        assert summary.outcome is Outcome.EMERGENCY_STOP
-        assert summary.trips == ()
-        assert not device_of(rig).hardware.any_output_on
-        rig.runner.close()
-        assert_story(rig.sink)
+        assert_recorded_as_an_emergency_stop(rig)
 
 
 def test_an_emergency_stop_crossing_a_titration_step_is_recorded_as_an_emergency_stop() -> None:
@@ -284,13 +265,7 @@ def test_an_emergency_stop_crossing_a_titration_step_is_recorded_as_an_emergency
         pressed = cross_next_command(rig, Command.START_CHANNEL_LIST_MODE)
         run_until(rig, lambda: bool(pressed))
         rig.step()
-        assert rig.runner.machine.state is State.ABORTED
-        summary = rig.runner.summary()
-        assert summary.outcome is Outcome.EMERGENCY_STOP
-        assert summary.trips == ()
-        assert not device_of(rig).hardware.any_output_on
-        rig.runner.close()
-        assert_story(rig.sink)
+        assert_recorded_as_an_emergency_stop(rig)
 
 
 def test_an_emergency_stop_crossing_the_set_up_at_connect_is_recorded_as_an_emergency_stop() -> (
@@ -301,13 +276,7 @@ def test_an_emergency_stop_crossing_the_set_up_at_connect_is_recorded_as_an_emer
         rig.runner.submit(Trigger.CONNECT)
         rig.step()
         rig.step()
-        assert rig.runner.machine.state is State.ABORTED
-        summary = rig.runner.summary()
-        assert summary.outcome is Outcome.EMERGENCY_STOP
-        assert summary.trips == ()
-        assert not device_of(rig).hardware.any_output_on
-        rig.runner.close()
-        assert_story(rig.sink)
+        assert_recorded_as_an_emergency_stop(rig)
 
 
 # --- a device error left over from an earlier session -------------------------------------

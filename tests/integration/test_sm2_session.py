@@ -36,7 +36,7 @@ from estim.session.runner import SessionRunner
 from estim.session.states import State
 from estim.session.story import check_story
 from estim.session.summary import Outcome
-from estim.testing.session import VirtualRig, demo_prescription, virtual_rig
+from estim.testing.session import demo_prescription, virtual_rig
 
 REHASTIM2 = builtin_profile("hasomed-rehastim2")
 QUICK = REHASTIM2.model_copy(
@@ -76,11 +76,6 @@ def plan_for(
     )
 
 
-def device_of(rig: VirtualRig) -> SimulatedDevice:
-    assert isinstance(rig.device, SimulatedDevice)
-    return rig.device
-
-
 def assert_story(sink: MemorySink) -> None:
     problems = check_story(sink.events)
     assert not problems, "\n".join(map(str, problems))
@@ -97,7 +92,7 @@ def test_a_stress_session_runs_to_completion_on_the_rehastim2() -> None:
         assert summary.confirmed_ua == 12_000
         assert summary.contractions == 2
         assert summary.output_confirmed_off is True
-        device = device_of(rig)
+        device = rig.simulator
         delivered = [r["amplitude_ua"] for r in device.trace.records("output")]
         assert max(delivered) == 12_000
         assert all(a % 1000 == 0 for a in delivered)  # whole mA: ramps are host steps
@@ -115,7 +110,7 @@ def test_an_urge_session_at_10_hz_runs_its_full_20_minutes() -> None:
         assert summary.outcome is Outcome.COMPLETED
         assert summary.on_time_us >= 19 * 60 * 1_000_000
         assert summary.output_confirmed_off is True
-        config = device_of(rig).hardware.channel_config(1)
+        config = rig.simulator.hardware.channel_config(1)
         assert config is not None
         assert config.period_us == 100_000
         assert_story(rig.sink)
@@ -134,14 +129,14 @@ def test_an_electrode_error_faults_the_session() -> None:
         assert [t.interlock_id for t in summary.trips] == [DeviceFault.ID]
         assert "electrode" in summary.trips[0].reason
         assert any(e.kind == "trip" for e in rig.sink.events)
-        assert not device_of(rig).hardware.any_output_on
+        assert not rig.simulator.hardware.any_output_on
         assert_story(rig.sink)
 
 
 def test_a_hung_controller_is_stopped_by_the_device_watchdog() -> None:
     plan = plan_for(whole_ma_steps("stress"), cycles=2)
     with virtual_rig(plan, director=AutoSession(target_ua=12_000)) as rig:
-        device = device_of(rig)
+        device = rig.simulator
         while not device.hardware.any_output_on:
             rig.step()
         rig.step(20)  # stimulating

@@ -14,21 +14,18 @@ import dataclasses
 import json
 import os
 import pty
-import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from estim_process import Process
+from estim_process import ACKNOWLEDGE, Process, invoke
 from typer.testing import CliRunner
 
 from estim.cli import app, main
-from estim.cli.session_cmd import _validation
+from estim.cli.session_cmd import _validation_check
 from estim.device.base import DeviceIdentity
 from estim.device.profile import builtin_profile
-from estim.device.simulator import SimulatedDevice
-from estim.errors import EstimError
 from estim.records.store import Store
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
@@ -48,14 +45,6 @@ PROFILE_FILE = "profiles/hasomed-rehastim2.toml"
 PF2 = builtin_profile("estim-pf2")
 HOW = ConfirmedHow.OPTION
 LABEL = "RS2-0417"
-ACKNOWLEDGE = (
-    *("--acknowledge", "DEVICE_NO_CURRENT_MEASUREMENT"),
-    *("--acknowledge", "DEVICE_NO_IMPEDANCE_MEASUREMENT"),
-    # the profile's own warnings (estim profile check) are the session's too
-    *("--acknowledge", "PROFILE_PROBE_AMPLITUDE"),
-    *("--acknowledge", "PROFILE_WATCHDOG"),
-    *("--acknowledge", "PROFILE_LEAKAGE"),
-)
 
 
 def estim_process(*args: str, stdin: int | None = None) -> Process:
@@ -120,16 +109,6 @@ def session_args(record: Path, sim: Sim, db: Path, *extra: str) -> list[str]:
         *("--validation", str(record), *ACKNOWLEDGE, "--titrate-to", "5", "--plain"),
         *("--db", str(db), "--clinician", "Dr Test", *extra),
     ]
-
-
-def session_in_process(args: list[str]) -> tuple[int, str]:
-    """``estim session start`` in this process (stdin is not a terminal: nobody is asked)."""
-    result = CliRunner().invoke(app, args)
-    if isinstance(result.exception, EstimError):
-        return result.exception.exit_code, result.output + str(result.exception)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def logged(db: Path) -> list[tuple[str, dict[str, object]]]:
@@ -220,7 +199,7 @@ def test_a_session_without_the_label_serial_is_refused_at_connect(
     sim: Sim, record: tuple[Path, str], patient_db: Path
 ) -> None:
     switched_on = sim.times_switched_on()
-    code, out = session_in_process(session_args(record[0], sim, patient_db))
+    code, out = invoke(session_args(record[0], sim, patient_db))
     flat = " ".join(out.split())
     assert code == 4, out
     assert "connected: RehaStim2" in flat
@@ -243,9 +222,7 @@ def test_a_session_with_the_wrong_label_serial_is_refused_and_the_confirmation_l
     sim: Sim, record: tuple[Path, str], patient_db: Path
 ) -> None:
     switched_on = sim.times_switched_on()
-    code, out = session_in_process(
-        session_args(record[0], sim, patient_db, "--unit-serial", "RS2-0999")
-    )
+    code, out = invoke(session_args(record[0], sim, patient_db, "--unit-serial", "RS2-0999"))
     flat = " ".join(out.split())
     assert code == 4, out
     assert (
@@ -278,14 +255,9 @@ def test_a_session_with_the_right_label_serial_stimulates(
     sim: Sim, record: tuple[Path, str], patient_db: Path
 ) -> None:
     session = estim_process(*session_args(record[0], sim, patient_db, "--unit-serial", "rs2-0417"))
-    try:
-        session.wait_for("unit confirmed by Dr Test: label serial rs2-0417")
-        session.wait_for("amplitude confirmed: 5 mA")
-        session.wait_for("phase on")
-        session.proc.send_signal(signal.SIGINT)
-        exit_code = session.finish()
-    finally:
-        session.stop()
+    exit_code = session.interrupt_after(
+        "unit confirmed by Dr Test: label serial rs2-0417", "amplitude confirmed: 5 mA", "phase on"
+    )
     assert exit_code == 4, session.output  # the emergency stop we sent, nothing else
     assert "(given with --unit-serial); matches" in session.output
     assert "IL-DEVICE-VALIDATION" not in session.output
@@ -308,10 +280,9 @@ def test_in_a_terminal_the_clinician_is_asked_for_the_label_serial(
         try:
             session.wait_for("The RehaStim2 reports no serial number: confirm which unit")
             os.write(keyboard, f"{LABEL}\n".encode())
-            session.wait_for(f"label serial {LABEL} (typed at the prompt from the unit's label)")
-            session.wait_for("phase on")
-            session.proc.send_signal(signal.SIGINT)
-            exit_code = session.finish()
+            exit_code = session.interrupt_after(
+                f"label serial {LABEL} (typed at the prompt from the unit's label)", "phase on"
+            )
         finally:
             session.stop()
     finally:
@@ -365,7 +336,7 @@ def test_a_unit_that_reports_its_serial_connects_as_before(
 ) -> None:
     path, record = pf2_record(tmp_path, "SIM000000")
     confirmation = None if confirmed is None else UnitConfirmation(confirmed, HOW, "Dr Test")
-    check, _ref = _validation(path, record, PF2, confirmation)
+    check = _validation_check(path, record, PF2, confirmation)
     with virtual_rig(dataclasses.replace(make_plan(), validation=check)) as rig:
         assert rig.command(Trigger.CONNECT) is State.CONNECTING
         rig.step(periods=3)
@@ -386,7 +357,7 @@ def test_a_confirmation_that_is_not_the_serial_the_unit_reports_is_refused(
 ) -> None:
     path, record = pf2_record(tmp_path, "SIM000000")
     confirmation = UnitConfirmation("SIM000007", HOW, "Dr Test")
-    check, _ref = _validation(path, record, PF2, confirmation)
+    check = _validation_check(path, record, PF2, confirmation)
     with virtual_rig(dataclasses.replace(make_plan(), validation=check)) as rig:
         assert rig.command(Trigger.CONNECT) is State.FAULT
         fault = rig.runner.machine.fault
@@ -400,6 +371,4 @@ def test_a_confirmation_that_is_not_the_serial_the_unit_reports_is_refused(
         kinds = rig.sink.kinds()
         assert kinds.index("connected") < kinds.index("unit_confirmation") < kinds.index("trip")
         assert check_story(rig.sink.events) == []
-        device = rig.device
-        assert isinstance(device, SimulatedDevice)
-        assert not device.hardware.any_output_on
+        assert not rig.simulator.hardware.any_output_on

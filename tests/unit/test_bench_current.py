@@ -333,10 +333,22 @@ def test_a_missing_reading_is_not_verified_and_the_output_goes_off(
     assert "channels 1-8 at 11, 28, 56, 102 mA" in accuracy.detail
     assert len(technician.asked) == 6  # four on channel 1, then 11 and 28 mA on channel 2
     assert not record.passed
-    # The output went off at once: the next thing the device did was a STOP.
-    stops = device.trace.records("stop")
-    asked_at = max(r["clock_ns"] for r in device.trace.records("output") if r["output_on"])
-    assert any(s["clock_ns"] >= asked_at for s in stops)
+    # The output went off at once: after channel 2 came on at 28 mA (the unanswered
+    # point), the device stopped before its output came on again for anything.
+    records = device.trace.records()
+    [asked_at] = [
+        i
+        for i, r in enumerate(records)
+        if r["event"] == "output"
+        and r["output_on"]
+        and (r["channel"], r["amplitude_ua"]) == (2, 28_000)
+    ]
+    after = records[asked_at + 1 :]
+    next_stop = next((i for i, r in enumerate(after) if r["event"] == "stop"), len(after))
+    next_on = next(
+        (i for i, r in enumerate(after) if r["event"] == "output" and r["output_on"]), len(after)
+    )
+    assert next_stop < next_on, "no STOP before the output came on again"
     assert not device.hardware.any_output_on
 
 

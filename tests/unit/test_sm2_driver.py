@@ -68,13 +68,13 @@ INIT_ACK_C14 = frame("F0 81 76 81 56 14 02 00 0F")  # InitAck echoing counter 0x
 INIT_ACK_C0F = frame("F0 81 FB 81 51 81 5A 02 00 0F")  # InitAck echoing 0x0F, escaped
 GET_MODE_C0 = frame("F0 81 6C 81 56 00 81 5F 0F")  # GetStimulationMode, counter 0
 # GetStimulationMode, counter N: payload N 81 5F (command 10 = 0x0A is escaped), LEN 3 ->
-# 56; CRCs by long division: N=3 0x84, 4 0x92, 5 0xF9, 6 0x44, 7 0x2F, 8 0x68 (-> ^55).
+# 56; CRCs by long division: N=1 0x52, 3 0x84, 4 0x92, 5 0xF9, 6 0x44, 7 0x2F (-> ^55).
+GET_MODE_C1 = frame("F0 81 07 81 56 01 81 5F 0F")
 GET_MODE_C3 = frame("F0 81 D1 81 56 03 81 5F 0F")
 GET_MODE_C4 = frame("F0 81 C7 81 56 04 81 5F 0F")
 GET_MODE_C5 = frame("F0 81 AC 81 56 05 81 5F 0F")
 GET_MODE_C6 = frame("F0 81 11 81 56 06 81 5F 0F")
 GET_MODE_C7 = frame("F0 81 7A 81 56 07 81 5F 0F")
-GET_MODE_C8 = frame("F0 81 3D 81 56 08 81 5F 0F")
 # InitChannelListMode, counter 1: lf 0, channel 1, lf mask 0, IPI 2 ms, 20 ms (code 38).
 INIT_CLM_C1 = frame("F0 81 06 81 5C 01 1E 00 01 00 01 00 26 00 0F")
 # Same with channel 2 at 40 ms: lf factor 1, mask 03, lf mask 02.
@@ -85,7 +85,6 @@ START_C3_OFF = frame("F0 81 4A 81 53 03 20 00 00 00 00 0F")  # ch1 width 0: arme
 START_C4_0MA = frame("F0 81 AC 81 53 04 20 00 01 2C 00 0F")  # ch1 300 us 0 mA: output on
 START_C5_20MA = frame("F0 81 E9 81 53 05 20 00 01 2C 14 0F")  # ch1 300 us 20 mA
 WATCHDOG_C5 = frame("F0 81 08 81 57 05 04 0F")
-WATCHDOG_C6 = frame("F0 81 37 81 57 06 04 0F")
 STOP_C4 = frame("F0 81 EF 81 57 04 22 0F")
 STOP_C5 = frame("F0 81 FA 81 57 05 22 0F")
 STOP_C6 = frame("F0 81 C5 81 57 06 22 0F")
@@ -291,8 +290,7 @@ def test_an_error_the_device_reports_on_connecting_stays_latched(
     driver.open()
     assert port.written == [INIT_ACK_C0, GET_MODE_C0]
     assert [e.faults for e in events] == [FaultFlag.ELECTRODE]
-    get_mode_c1 = frame("F0 81 07 81 56 01 81 5F 0F")  # payload 01 81 5F, CRC 0x52 -> 07
-    port.reply(get_mode_c1, MODE_ACK_START)
+    port.reply(GET_MODE_C1, MODE_ACK_START)
     status = driver.status()
     assert status.faults == FaultFlag.ELECTRODE
     assert not status.any_output_on
@@ -662,8 +660,7 @@ def test_a_device_stimulating_with_no_channel_list_estim_set_up_is_on_everywhere
     driver: ScienceMode2Stimulator, port: ScriptedPort
 ) -> None:
     opened(driver, port)  # start mode, nothing set up
-    get_mode_c1 = frame("F0 81 07 81 56 01 81 5F 0F")  # payload 01 81 5F, CRC 0x52 -> 07
-    port.reply(get_mode_c1, MODE_ACK_STIM)
+    port.reply(GET_MODE_C1, MODE_ACK_STIM)
     status = driver.status()
     assert all(c.output_on for c in status.channels)
     assert all(c.commanded_ua == 0 for c in status.channels)
