@@ -183,6 +183,15 @@ class EmergencyStopped(SessionError):
     """The session was ended by an emergency stop."""
 
 
+class ControllerError(SessionError):
+    """Something failed inside the controller itself: a bug, not the device or the input.
+
+    A person's command that ends this way is answered with this error only after the
+    loop has stopped the output and latched FAULT; the original error is its
+    ``__cause__``.
+    """
+
+
 # --- records ------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from estim.device.base import (
 )
 from estim.errors import (
     CommandSuperseded,
+    ControllerError,
     DeviceDisconnected,
     DeviceError,
     DeviceFaulted,
@@ -385,7 +386,10 @@ class SessionRunner:
             self._check_sink()
         except Exception as err:  # a bug in the loop itself: fail safe, keep control
             log.exception("control loop error")
-            self._fail_safe(err)
+            try:
+                self._fail_safe(err)
+            finally:
+                self._answer_failed_command(err)
         self._publish(self.clock.now_ns())
 
     _director_next_ns: int | None = None
@@ -525,11 +529,30 @@ class SessionRunner:
             if command.future.set_running_or_notify_cancel():
                 try:
                     command.future.set_result(self._execute(command))
-                except Exception as err:
+                except EstimError as err:
                     command.future.set_exception(err)
-                    if not isinstance(err, EstimError):
-                        raise
+                except Exception:
+                    # A bug: the step's handler fails safe first, then answers the
+                    # caller (see _answer_failed_command).
+                    self._failed_command = command
+                    raise
             self._service_emergency()
+
+    _failed_command: _Command | None = None
+
+    def _answer_failed_command(self, err: Exception) -> None:
+        """Tell the person whose command hit a bug, in estim's terms, once the output is
+        stopped and FAULT latched (never a bare RuntimeError from a UI button)."""
+        command, self._failed_command = self._failed_command, None
+        if command is None:
+            return
+        failure = ControllerError(
+            f"{command.trigger.value} failed inside the controller "
+            f"({type(err).__name__}: {err}); output stopped, session in "
+            f"{self.machine.state.value}"
+        )
+        failure.__cause__ = err
+        command.future.set_exception(failure)
 
     def _execute(self, command: _Command) -> State:
         trigger = command.trigger

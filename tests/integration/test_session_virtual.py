@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from estim.device.profile import builtin_profile
 from estim.device.simulator import SimulatedDevice
-from estim.errors import GuardRefused, InputError, InvalidTransition
+from estim.errors import ControllerError, GuardRefused, InputError, InvalidTransition
 from estim.events import MemorySink, SessionEvent
 from estim.safety.checks import Severity, check_profile
 from estim.safety.interlocks import (
@@ -712,6 +712,28 @@ def test_a_sink_that_cannot_write_stops_the_session() -> None:
         assert "disk full" in rig.runner.machine.fault.reason
         assert not output_on_now(rig)
         assert rig.runner.unsaved_events
+
+
+def test_a_bug_under_a_persons_command_is_answered_after_output_is_off() -> None:
+    with virtual_rig() as rig:
+        for trigger in (T.CONNECT, T.PREFLIGHT, T.ARM, T.AMPLITUDE_UP, T.AMPLITUDE_UP):
+            rig.command(trigger)
+        assert output_on_now(rig)
+        driver = rig.runner.stimulator
+
+        def broken(amplitudes_ua: dict[int, int]) -> None:
+            raise RuntimeError("injected bug")
+
+        driver._set_amplitudes = broken  # type: ignore[method-assign]
+        future = rig.runner.submit(T.AMPLITUDE_UP)
+        rig.runner.step()
+        with pytest.raises(ControllerError, match="injected bug") as info:
+            future.result(timeout=0)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert "session in fault" in str(info.value)
+        assert rig.runner.machine.state is State.FAULT
+        assert not output_on_now(rig)
+        assert delivered_now(rig) == 0
 
 
 def test_the_view_reports_progress() -> None:

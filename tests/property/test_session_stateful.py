@@ -45,7 +45,13 @@ from estim.device.base import FaultFlag
 from estim.device.profile import DeviceProfile, builtin_profile
 from estim.device.registry import create_stimulator
 from estim.device.simulator import SimulatedDevice
-from estim.errors import DeviceError, EstimError, InterlockTripped, InvalidTransition
+from estim.errors import (
+    ControllerError,
+    DeviceError,
+    EstimError,
+    InterlockTripped,
+    InvalidTransition,
+)
 from estim.events import MemorySink, SessionEvent
 from estim.safety.interlocks import ChannelReading, StatusReading
 from estim.session.runner import SessionRunner
@@ -320,7 +326,7 @@ class ControllerMachine(RuleBasedStateMachine):
             if self.r.machine.state is before_state and not before_truth.any_on:
                 # Refused, and nothing else happened this step: output untouched.
                 assert not self.truth().any_on or self.r.machine.state.stimulating
-        elif isinstance(error, DeviceError | InterlockTripped):
+        elif isinstance(error, DeviceError | InterlockTripped | ControllerError):
             assert self.r.machine.state is State.FAULT
         elif error is not None:
             raise error
