@@ -18,6 +18,7 @@ directly; and this process's CPU time is the controller's alone.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -316,36 +317,78 @@ def figure_cpu_at_ten_hertz(context: BenchContext) -> list[Figure]:
 
 
 def figure_cpu_baseline_driver_alone(context: BenchContext) -> list[Figure]:
-    """For scale: the estim-wire driver alone polling status at 20 Hz, no controller."""
+    """For scale, with no controller: the estim-wire driver alone making the exchanges
+    the 20 Hz and the 10 Hz sessions make; and a thread that only sleeps and wakes."""
     seconds = 10 if context.quick else 30
-    windows: list[float] = []
+    twenty_hz = 0.05
+    ten_hz = 0.1
+    figures: list[Figure] = []
     with TemporaryDirectory() as tmp, estim_sim(Path(tmp) / "sim.jsonl") as port:
         driver = create_stimulator(PROFILE, port)
         driver.open()
         try:
-            period = CONTROL_PERIOD_MS / 1000
-            for _ in range(seconds // 5):
-                cpu0, wall0 = time.process_time(), time.monotonic()
-                due = wall0
-                while time.monotonic() - wall0 < 5:
-                    driver.status()
-                    due += period
-                    time.sleep(max(0.0, due - time.monotonic()))
-                windows.append(100 * (time.process_time() - cpu0) / (time.monotonic() - wall0))
+            figures.append(
+                _cpu_figure(
+                    "baseline: estim-wire driver alone, status at 20 Hz, no controller (% CPU)",
+                    _cpu_windows(seconds, twenty_hz, driver.status),
+                    "what the serial exchange itself costs; the controller's figures include it",
+                )
+            )
+            ticks = itertools.count()
+            channels = PROFILE.output.channels
+
+            def ten_hz_exchanges() -> None:
+                # Like the 10 Hz session: a status poll every tick, and at each of the
+                # two phase boundaries a second an amplitude command before it.
+                if next(ticks) % 5 == 0:
+                    driver.set_amplitudes(dict.fromkeys(range(1, channels + 1), 0))
+                driver.status()
+
+            figures.append(
+                _cpu_figure(
+                    "baseline: estim-wire driver alone, the 10 Hz session's exchanges "
+                    "(10 polls + 2 commands a second), no controller (% CPU)",
+                    _cpu_windows(seconds, ten_hz, ten_hz_exchanges),
+                    "the floor under the 10 Hz controller figure: its exchanges, nothing else",
+                )
+            )
         finally:
             driver.close()
-    cpu = sorted(windows)
-    return [
-        Figure(
-            name="baseline: estim-wire driver alone, status at 20 Hz, no controller (% CPU)",
-            p50=percentile(cpu, 0.5),
-            p99=percentile(cpu, 0.99),
-            max=cpu[-1],
-            n=len(cpu),
-            unit="%",
-            note="what the serial exchange itself costs; the controller's figures include it",
+    figures.append(
+        _cpu_figure(
+            "baseline: a thread that only sleeps, waking 20 times a second (% CPU)",
+            _cpu_windows(seconds, twenty_hz, lambda: None),
+            "wake-ups alone: the 10 Hz controller wakes at least this often "
+            "(its deadline, then each reply)",
         )
-    ]
+    )
+    return figures
+
+
+def _cpu_windows(seconds: int, period_s: float, work: Callable[[], object]) -> list[float]:
+    """Process CPU per wall second (%) in 5 s windows of ``work()`` on a ``period_s`` grid."""
+    windows: list[float] = []
+    for _ in range(seconds // 5):
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        due = wall0
+        while time.monotonic() - wall0 < 5:
+            work()
+            due += period_s
+            time.sleep(max(0.0, due - time.monotonic()))
+        windows.append(100 * (time.process_time() - cpu0) / (time.monotonic() - wall0))
+    return sorted(windows)
+
+
+def _cpu_figure(name: str, cpu: list[float], note: str) -> Figure:
+    return Figure(
+        name=name,
+        p50=percentile(cpu, 0.5),
+        p99=percentile(cpu, 0.99),
+        max=cpu[-1],
+        n=len(cpu),
+        unit="%",
+        note=note,
+    )
 
 
 def _real_time_run(
@@ -440,7 +483,8 @@ def _sleep_while_running(runner: SessionRunner, seconds: float) -> None:
 
 
 def figure_virtual_thirty_minutes(context: BenchContext) -> list[Figure]:
-    """A full 30-minute stress session (adjusted to 30 min) in virtual time."""
+    """A full 30-minute stress session (adjusted to 30 min) in virtual time; and, for
+    scale, the device calls of one such session replayed with no controller."""
     runs = context.trials(3, 1)
     plan = plan_for(
         get_protocol("stress"), adjustments={Adjustable.SESSION_DURATION_MIN: Decimal(30)}
@@ -448,25 +492,13 @@ def figure_virtual_thirty_minutes(context: BenchContext) -> list[Figure]:
     walls: list[int] = []
     steps: list[int] = []
     for seed in range(runs):
-        clock = VirtualClock()
-        device = SimulatedDevice(PROFILE, clock=clock, seed=seed)
-        try:
-            driver = create_stimulator(PROFILE, device.url, clock=clock)
-            runner = SessionRunner(
-                driver,
-                plan,
-                clock=clock,
-                sink=MemorySink(),
-                director=AutoSession(target_ua=TARGET_UA),
-            )
-            started = time.monotonic_ns()
-            summary = runner.run()
-            walls.append(time.monotonic_ns() - started)
-            steps.append(summary.events)
-            if summary.outcome.value != "completed":
-                raise RuntimeError(f"the virtual session ended {summary.outcome.value}")
-        finally:
-            device.close()
+        wall_ns, events = _virtual_session(plan, seed)
+        walls.append(wall_ns)
+        steps.append(events)
+    calls: list[DeviceCall] = []
+    _virtual_session(plan, 0, record=calls)  # untimed: recording costs a little
+    replays = [replay_device_calls(calls, seed) for seed in range(runs)]
+    polls = sum(1 for call in calls if call.method == "status")
     return [
         figure_from_ns(
             "session: 30-minute session in virtual time (wall)",
@@ -475,5 +507,97 @@ def figure_virtual_thirty_minutes(context: BenchContext) -> list[Figure]:
             note="controller + estim-wire driver + in-process simulator (sim://), "
             "status every 50 ms of virtual time: 36,000 polls",
             extra={"virtual_s": plan.schedule.duration_us / 1e6, "events": steps[-1]},
-        )
+        ),
+        figure_from_ns(
+            "baseline: the same session's device calls replayed, no controller (wall)",
+            replays,
+            note="driver + simulator only, each call at its virtual instant: the floor "
+            "under the figure above",
+            extra={"calls": len(calls), "status_polls": polls},
+        ),
     ]
+
+
+def _virtual_session(
+    plan: SessionPlan, seed: int, *, record: list[DeviceCall] | None = None
+) -> tuple[int, int]:
+    """Run ``plan`` in virtual time; its wall time (ns) and how many events it logged."""
+    clock = VirtualClock()
+    device = SimulatedDevice(PROFILE, clock=clock, seed=seed)
+    try:
+        driver = create_stimulator(PROFILE, device.url, clock=clock)
+        if record is not None:
+            record_device_calls(driver, clock, record)
+        runner = SessionRunner(
+            driver,
+            plan,
+            clock=clock,
+            sink=MemorySink(),
+            director=AutoSession(target_ua=TARGET_UA),
+        )
+        started = time.monotonic_ns()
+        summary = runner.run()
+        wall_ns = time.monotonic_ns() - started
+        if summary.outcome.value != "completed":
+            raise RuntimeError(f"the virtual session ended {summary.outcome.value}")
+        return wall_ns, summary.events
+    finally:
+        device.close()
+
+
+@dataclass(frozen=True)
+class DeviceCall:
+    """One call a session made on its stimulator, at a virtual instant."""
+
+    at_ns: int
+    method: str
+    args: tuple[Any, ...]
+
+
+REPLAYED_METHODS = (
+    "configure",
+    "set_amplitudes",
+    "output_on",
+    "output_off",
+    "stop_all",
+    "status",
+    "measure_impedance",
+    "clear_fault",
+)
+
+
+def record_device_calls(driver: Any, clock: VirtualClock, calls: list[DeviceCall]) -> None:
+    """Append to ``calls`` every call of :data:`REPLAYED_METHODS` made on ``driver``."""
+    for name in REPLAYED_METHODS:
+        method = getattr(driver, name)
+
+        def recording(*args: Any, _name: str = name, _method: Any = method) -> Any:
+            calls.append(DeviceCall(clock.now_ns(), _name, args))
+            return _method(*args)
+
+        setattr(driver, name, recording)
+
+
+def replay_device_calls(
+    calls: list[DeviceCall], seed: int, device: SimulatedDevice | None = None
+) -> int:
+    """Make the recorded calls, each at its instant, on a fresh device (or on ``device``,
+    left open, on a virtual clock at zero); the wall time it took (ns)."""
+    owned = device is None
+    if device is None:
+        device = SimulatedDevice(PROFILE, clock=VirtualClock(), seed=seed)
+    clock = device.clock
+    assert isinstance(clock, VirtualClock)
+    try:
+        driver = create_stimulator(PROFILE, device.url, clock=clock)
+        started = time.monotonic_ns()
+        driver.open()
+        for call in calls:
+            if call.at_ns > clock.now_ns():
+                clock.advance_to(call.at_ns)
+            getattr(driver, call.method)(*call.args)
+        driver.close()
+        return time.monotonic_ns() - started
+    finally:
+        if owned:
+            device.close()

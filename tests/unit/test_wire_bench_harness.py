@@ -44,3 +44,43 @@ def test_a_quick_run_writes_the_json_list(tmp_path: Path) -> None:
     for figure in figures:
         assert {"name", "unit", "p50", "p99", "max", "n"} <= figure.keys()
         assert figure["unit"] == "ms"
+
+
+def test_the_replay_baseline_makes_the_same_device_calls_as_the_session() -> None:
+    """The virtual-time floor replays a session's calls: the replaying device must
+    deliver exactly what the session's device delivered, at the same instants."""
+
+    from bench.session import PROFILE, TARGET_UA, DeviceCall, record_device_calls
+    from bench.session import replay_device_calls as replay
+    from estim.clock import VirtualClock
+    from estim.device.registry import create_stimulator
+    from estim.device.simulator import SimulatedDevice
+    from estim.events import MemorySink
+    from estim.session.director import AutoSession
+    from estim.session.runner import SessionRunner
+    from estim.testing.session import make_plan
+
+    plan = make_plan(cycles=2)
+    clock = VirtualClock()
+    calls: list[DeviceCall] = []
+    with SimulatedDevice(PROFILE, clock=clock, seed=0) as session_device:
+        driver = create_stimulator(PROFILE, session_device.url, clock=clock)
+        record_device_calls(driver, clock, calls)
+        runner = SessionRunner(
+            driver, plan, clock=clock, sink=MemorySink(), director=AutoSession(target_ua=TARGET_UA)
+        )
+        assert runner.run().outcome.value == "completed"
+        delivered = [
+            (r["clock_ns"], r["amplitude_ua"], r["output_on"])
+            for r in session_device.trace.records("output")
+        ]
+    methods = {call.method for call in calls}
+    assert {"configure", "output_on", "set_amplitudes", "status", "stop_all"} <= methods
+    with SimulatedDevice(PROFILE, clock=VirtualClock(), seed=0) as replay_device:
+        assert replay(calls, 0, replay_device) > 0
+        replayed = [
+            (r["clock_ns"], r["amplitude_ua"], r["output_on"])
+            for r in replay_device.trace.records("output")
+        ]
+    assert any(amplitude == TARGET_UA for _, amplitude, _ in delivered)
+    assert replayed == delivered
