@@ -56,6 +56,7 @@ from estim.errors import (
     IdentityMismatch,
     InputError,
     InterlockTripped,
+    InvalidTransition,
     ProtocolError,
 )
 from estim.events import DELIVERED_KEY, EventSink, JsonValue, SessionEvent
@@ -302,8 +303,11 @@ class SessionRunner:
             raise InputError(f"{trigger.value} is not a command; use emergency_stop() for that")
         command = _Command(trigger, dict(data))
         with self._commands_lock:
-            self._commands.append(command)
-        self._wake.set()
+            if not self._closed:
+                self._commands.append(command)
+                self._wake.set()
+                return command.future
+        self._refuse_after_end(command)
         return command.future
 
     def emergency_stop(self, source: str = "operator") -> None:
@@ -453,9 +457,23 @@ class SessionRunner:
         self.port.link_lost()
         self._link_open = False
         self._ended_ns = self.clock.now_ns()
+        with self._commands_lock:  # submit() queues nothing once _closed is seen here
+            left, self._commands = list(self._commands), deque()
+        for command in left:
+            self._refuse_after_end(command)
         summary = self.summary()
         self._emit("summary", summary.to_dict())
         self._publish(self._ended_ns, force=True)
+
+    def _refuse_after_end(self, command: _Command) -> None:
+        """A command the loop will never run: answer it rather than leave it waiting."""
+        if command.future.set_running_or_notify_cancel():
+            command.future.set_exception(
+                InvalidTransition(
+                    f"{command.trigger.value} was not carried out: the session has ended "
+                    f"(state {self.machine.state.value})"
+                )
+            )
 
     def summary(self) -> SessionSummary:
         m = self.machine

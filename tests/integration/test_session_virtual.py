@@ -103,6 +103,19 @@ def test_a_directed_session_runs_to_completion() -> None:
         assert rig.sink.kinds()[-1] == "summary"
 
 
+def test_commands_the_loop_will_never_run_are_answered_not_left_waiting() -> None:
+    with virtual_rig() as rig:
+        start_session(rig)
+        queued = rig.runner.submit(T.PAUSE)  # queued, then the loop ends without a step
+        rig.runner.close()
+        after = rig.runner.submit(T.STOP)
+        for future in (queued, after):
+            with pytest.raises(InvalidTransition, match="the session has ended"):
+                future.result(timeout=0)
+        assert not output_on_now(rig)
+        assert rig.sink.kinds()[-1] == "summary"
+
+
 def test_phase_boundaries_fall_exactly_on_the_schedule_in_virtual_time() -> None:
     plan = make_plan(cycles=2)
     with virtual_rig(plan) as rig:
