@@ -298,7 +298,9 @@ class SessionRunner:
 
     def submit(self, trigger: Trigger, **data: Any) -> Future[State]:
         """Queue a person's command for the loop; the future holds the new state or the
-        refusal (``InvalidTransition``, ``GuardRefused``) or failure."""
+        refusal (``InvalidTransition``, ``GuardRefused``) or failure. Every future is
+        answered: one the loop will never run (the session has ended) fails with
+        ``InvalidTransition``."""
         if trigger not in _COMMAND_TRIGGERS:
             raise InputError(f"{trigger.value} is not a command; use emergency_stop() for that")
         command = _Command(trigger, dict(data))
