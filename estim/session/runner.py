@@ -428,33 +428,50 @@ class SessionRunner:
         return max(now, min(candidates))
 
     def close(self) -> None:
-        """Stop output, confirm it off from the device's status, release the port."""
+        """Stop output, confirm it off from the device's status, release the port; then
+        answer every queued command and log the summary. The release and the summary
+        happen even if stopping failed (the device's watchdog is the last line)."""
         if self._closed:
             return
         self._closed = True
-        if self._link_open:
-            try:
-                self.stimulator.stop_all()
-                status = self.stimulator.status()
-                self._output_confirmed_off = not status.any_output_on
-                self._last_status = status
-                if not self._output_confirmed_off:
-                    on = [c.channel for c in status.channels if c.output_on]
-                    self._trip(
-                        [
-                            Trip(
-                                "IL-OUTPUT-UNEXPECTED",
-                                INTERLOCKS["IL-OUTPUT-UNEXPECTED"].HAZARDS,
-                                f"channel {on}: output still reported on after the final stop",
-                            )
-                        ]
+        try:
+            # A press after the loop's last step (Ctrl-C stops, then closes; or the
+            # loop was already done in FAULT) is logged and acted on like any other.
+            self._service_emergency()
+            if self._link_open:
+                self._final_stop()
+        except Exception as err:  # a bug here must not keep the port or the log open
+            log.exception("final stop failed")
+            self._emit("close_failed", {"error": f"{type(err).__name__}: {err}"})
+        finally:
+            self._release()
+
+    def _final_stop(self) -> None:
+        try:
+            self.stimulator.stop_all()
+            status = self.stimulator.status()
+        except EstimError as err:
+            self._emit("close_failed", {"error": f"{type(err).__name__}: {err}"})
+            return
+        self._output_confirmed_off = not status.any_output_on
+        self._last_status = status
+        if not self._output_confirmed_off:
+            on = [c.channel for c in status.channels if c.output_on]
+            self._trip(
+                [
+                    Trip(
+                        "IL-OUTPUT-UNEXPECTED",
+                        INTERLOCKS["IL-OUTPUT-UNEXPECTED"].HAZARDS,
+                        f"channel {on}: output still reported on after the final stop",
                     )
-            except EstimError as err:
-                self._emit("close_failed", {"error": f"{type(err).__name__}: {err}"})
+                ]
+            )
+
+    def _release(self) -> None:
         try:
             self.stimulator.remove_event_listener(self._on_device_event)
             self.stimulator.close()
-        except EstimError as err:
+        except Exception as err:
             log.warning("closing the driver failed: %s", err)
         self.port.link_lost()
         self._link_open = False
@@ -730,7 +747,7 @@ class SessionRunner:
             self._command_envelope(0)
             if self.machine.state is State.RUNNING:
                 self.machine.mark_schedule_done()
-                self.machine.fire(Trigger.FINISH)
+                self._finish()
             return
         self._sched_t_us = t_us
         segment = schedule.segment_at(t_us)
@@ -768,8 +785,20 @@ class SessionRunner:
             amplitude = self._quantize(self._stop_from_ua * remaining_us // ramp_us)
         if amplitude < self.port.commanded_ua:
             self._command_envelope(amplitude)
-        if amplitude == 0 and self.machine.state is State.STOPPING:
+        # Finish only once the zero has landed: after a lost reply the ramp is still
+        # "commanded" above zero and the next step sends the zero again.
+        if amplitude == 0 and self.port.commanded_ua == 0 and self.machine.state is State.STOPPING:
+            self._finish()
+
+    def _finish(self) -> None:
+        """The loop's own FINISH (schedule done, or the stop ramp at zero). Switching off
+        can fail like any command: the machine has then latched FAULT."""
+        try:
             self.machine.fire(Trigger.FINISH)
+        except DeviceError as err:
+            self._record_machine_fault()
+            if isinstance(err, DeviceDisconnected):
+                self._close_link()
 
     def _command_envelope(self, amplitude_ua: int) -> None:
         if amplitude_ua == self.port.commanded_ua or not self.port.output_enabled:

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from estim.device.profile import builtin_profile
 from estim.device.simulator import SimulatedDevice
-from estim.errors import ControllerError, GuardRefused, InputError, InvalidTransition
+from estim.errors import (
+    ControllerError,
+    DeviceTimeout,
+    GuardRefused,
+    InputError,
+    InvalidTransition,
+)
 from estim.events import MemorySink, SessionEvent
 from estim.safety.checks import Severity, check_profile
 from estim.safety.interlocks import (
@@ -114,6 +120,41 @@ def test_commands_the_loop_will_never_run_are_answered_not_left_waiting() -> Non
                 future.result(timeout=0)
         assert not output_on_now(rig)
         assert rig.sink.kinds()[-1] == "summary"
+
+
+def test_an_emergency_stop_just_before_close_is_logged_in_any_state() -> None:
+    """Ctrl-C: emergency_stop() then request_close(); in FAULT the loop is already
+    done, so close() itself must log the press and stop again."""
+    with virtual_rig(faults=("open:ch=1",)) as rig:
+        rig.command(T.CONNECT)
+        assert rig.runner.machine.state is State.FAULT
+        rig.runner.emergency_stop("SIGINT")
+        rig.runner.request_close()
+        summary = rig.runner.run()
+        stops = [e for e in rig.sink.events if e.kind == "emergency_stop"]
+        assert [e.data["sources"] for e in stops] == [["SIGINT"]]
+        assert summary.outcome is Outcome.FAULT
+        assert not output_on_now(rig)
+
+
+def test_a_bug_in_the_final_stop_still_releases_the_port_and_answers_everyone() -> None:
+    with virtual_rig() as rig:
+        for trigger in (T.CONNECT, T.PREFLIGHT, T.ARM):
+            rig.command(trigger)
+        queued = rig.runner.submit(T.AMPLITUDE_UP)
+
+        def buggy_status() -> None:
+            raise RuntimeError("bug in status (test)")
+
+        rig.driver.status = buggy_status  # type: ignore[method-assign]
+        rig.runner.close()
+        with pytest.raises(InvalidTransition, match="the session has ended"):
+            queued.result(timeout=0)
+        assert not rig.driver.is_open
+        kinds = rig.sink.kinds()
+        assert "close_failed" in kinds
+        assert kinds[-1] == "summary"
+        assert not output_on_now(rig)
 
 
 def test_phase_boundaries_fall_exactly_on_the_schedule_in_virtual_time() -> None:
@@ -319,6 +360,43 @@ def test_ramps_are_stepped_by_the_host_even_if_a_profile_claims_the_device_ramps
         assert len(between) >= 10, "the ramp is stepped, not a jump to the plateau"
         assert max(levels) == 12_000
         assert rig.runner.machine.state is State.RUNNING
+
+
+def test_a_lost_reply_to_the_stop_ramps_last_zero_is_sent_again_not_a_fault() -> None:
+    with virtual_rig() as rig:
+        start_session(rig)
+        rig.step(periods=60)
+        rig.command(T.STOP, by="Dr Test")
+        real = rig.driver._set_amplitudes
+        dropped: list[dict[int, int]] = []
+
+        def loses_the_first_zero(amplitudes_ua: dict[int, int]) -> None:
+            if not dropped and not any(amplitudes_ua.values()):
+                dropped.append(amplitudes_ua)
+                raise DeviceTimeout("no reply to SET_AMPLITUDE (test)")
+            real(amplitudes_ua)
+
+        rig.driver._set_amplitudes = loses_the_first_zero  # type: ignore[method-assign]
+        rig.run_for(3 * S)
+        assert dropped
+        assert rig.runner.machine.state is State.COMPLETED
+        assert rig.runner.summary().trips == ()
+        assert not output_on_now(rig)
+
+
+def test_a_device_error_while_the_loop_finishes_is_a_device_fault_not_a_bug() -> None:
+    with virtual_rig() as rig:
+        start_session(rig)
+
+        def no_reply() -> None:
+            raise DeviceTimeout("no reply to OUTPUT_OFF (test)")
+
+        rig.driver._output_off = no_reply  # type: ignore[method-assign]
+        rig.run_for(120 * S)  # past the end of the schedule: FINISH switches off
+        summary = rig.runner.summary()
+        assert rig.runner.machine.state is State.FAULT
+        assert [t.interlock_id for t in summary.trips] == ["IL-COMM-LOSS"]
+        assert not output_on_now(rig)
 
 
 def test_a_refused_command_leaves_state_and_output_alone() -> None:
