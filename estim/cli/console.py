@@ -279,18 +279,45 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 @contextlib.contextmanager
 def signals_as_emergency_stop(runner: SessionRunner) -> Iterator[None]:
     """Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal closed) and SIGQUIT stop all output
-    at once, then the session ends. None of them may leave the device to its watchdog."""
+    at once, then the session ends. None of them may leave the device to its watchdog.
+
+    The handler itself only writes the signal's number into a pipe; a thread of its own
+    makes the stop. A handler runs in the main thread between any two bytecodes, so one
+    that stopped the output itself could interrupt a stop already under way (a second
+    Ctrl-C, or the console's own emergency stop) and wait forever for a lock the
+    interrupted code holds.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)  # the handler never blocks; a full pipe has enough
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        runner.emergency_stop(signal.Signals(signum).name)
-        runner.request_close()
+        with contextlib.suppress(BlockingIOError):
+            os.write(write_fd, bytes((signum,)))
 
+    def stop_on_signals() -> None:
+        while True:
+            data = os.read(read_fd, 64)
+            for signum in data:
+                if signum == 0:  # the context is over
+                    return
+                runner.emergency_stop(signal.Signals(signum).name)
+                runner.request_close()
+            if not data:
+                return
+
+    stopper = threading.Thread(target=stop_on_signals, name="estim-signal-stop", daemon=True)
+    stopper.start()
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        os.set_blocking(write_fd, True)
+        os.write(write_fd, b"\x00")  # after any signal already written: those go first
+        stopper.join(timeout=5)
+        os.close(write_fd)
+        os.close(read_fd)
 
 
 # --- the console -------------------------------------------------------------------------

@@ -157,6 +157,43 @@ def test_terminal_hangup_and_quit_are_emergency_stops() -> None:
     assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT} <= set(STOP_SIGNALS)
 
 
+def test_a_second_ctrl_c_during_a_stop_is_a_second_stop_not_a_deadlock() -> None:
+    """People press Ctrl-C again and again in an emergency. The second signal arrives
+    while the main thread is inside an emergency stop (here: the console's own), holding
+    its lock; the handler must not need that lock."""
+    import signal
+
+    from estim.cli.console import signals_as_emergency_stop
+
+    with virtual_rig() as rig:
+        rig.command(Trigger.CONNECT)
+        runner = rig.runner
+        link = rig.driver._link
+        assert link is not None
+        real_write = link.write
+        pressed = threading.Event()
+
+        def write_interrupted_by_ctrl_c(data: bytes) -> None:
+            if not pressed.is_set():  # the STOP ALL write, under the driver's write lock
+                pressed.set()
+                signal.raise_signal(signal.SIGINT)
+            real_write(data)
+
+        link.write = write_interrupted_by_ctrl_c  # type: ignore[method-assign]
+        finished = threading.Event()
+        with signals_as_emergency_stop(runner):
+            runner.emergency_stop("console failure")
+            finished.set()
+            for _ in range(500):  # the signal's stop runs on its own thread
+                if len(runner._emergency_sources) == 2:
+                    break
+                pressed.wait(0.01)
+        assert finished.is_set()
+        assert runner._emergency_sources == ["console failure", "SIGINT"]
+        assert runner._close_requested.is_set()
+        assert not simulator(rig).hardware.any_output_on
+
+
 def test_plain_line_shows_the_output_indicator() -> None:
     view = SessionView(State.RUNNING, commanded_ua=12_000, output_on=True)
     assert "OUTPUT ON" in plain_line(view)
