@@ -81,6 +81,14 @@ class AutoSession:
         match state:
             case State.ARMED if machine.confirmed_ua is not None:
                 return Trigger.START
+            case State.ARMED if goal < machine.step_ua:
+                # Not one step fits under the target: there is nothing to titrate to,
+                # and waiting would never change that. End the session before it starts.
+                self.failures.append(
+                    f"titration target {self.target_ua} uA is below one titration step "
+                    f"({machine.step_ua} uA, ceiling {machine.ceiling_ua} uA): not started"
+                )
+                return Trigger.STOP
             case State.ARMED | State.TITRATING:
                 if now_ns < self._next_step_ns:
                     return None

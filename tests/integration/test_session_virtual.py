@@ -157,6 +157,16 @@ def test_a_bug_in_the_final_stop_still_releases_the_port_and_answers_everyone() 
         assert not output_on_now(rig)
 
 
+def test_a_directed_target_below_one_step_ends_the_session_before_it_starts() -> None:
+    director = AutoSession(target_ua=100)  # the plan's step is 500 uA
+    with virtual_rig(director=director) as rig:
+        summary = rig.runner.run()  # used to spin at one instant for ever
+        assert rig.runner.machine.state is State.ABORTED
+        assert summary.outcome is Outcome.NOT_STARTED
+        assert "below one titration step" in director.failures[0]
+        assert outputs(rig) == [] or not any(o["output_on"] for o in outputs(rig))
+
+
 def test_phase_boundaries_fall_exactly_on_the_schedule_in_virtual_time() -> None:
     plan = make_plan(cycles=2)
     with virtual_rig(plan) as rig:
