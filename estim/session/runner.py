@@ -655,10 +655,19 @@ class SessionRunner:
             IdentityReading(identity.model, identity.firmware, identity.serial_number)
         )
         if trip is None and self.plan.validation is not None:
-            validation = self.plan.validation(identity)
-            if validation.unit_confirmation is not None:
-                self._emit("unit_confirmation", validation.unit_confirmation)
-            trip = self.device_validation.should_trip(validation)
+            try:
+                validation = self.plan.validation(identity)
+            except EstimError as err:  # the record could not be read or checked: no vouching
+                validation = None
+                trip = Trip(
+                    DeviceValidation.ID,
+                    DeviceValidation.HAZARDS,
+                    f"the unit's bench record could not be checked: {err}",
+                )
+            if validation is not None:
+                if validation.unit_confirmation is not None:
+                    self._emit("unit_confirmation", validation.unit_confirmation)
+                trip = self.device_validation.should_trip(validation)
         if trip is not None:
             return self._trip_now(trip)
         try:

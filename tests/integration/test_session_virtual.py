@@ -764,6 +764,20 @@ def test_a_unit_the_bench_record_does_not_vouch_for_is_refused_at_connect() -> N
         assert seen == ["SIM000000"]
 
 
+def test_a_bench_record_that_cannot_be_checked_trips_at_connect() -> None:
+    def unreadable(identity: object) -> ValidationReading:
+        raise InputError("bench-record.json: cannot be read (test)")
+
+    plan = dataclasses.replace(make_plan(), validation=unreadable)
+    with virtual_rig(plan) as rig:
+        rig.command(T.CONNECT)
+        assert rig.runner.machine.state is State.FAULT
+        assert rig.runner.machine.fault is not None
+        assert rig.runner.machine.fault.interlock_id == "IL-DEVICE-VALIDATION"
+        assert "cannot be read" in rig.runner.machine.fault.reason
+        assert not output_on_now(rig)
+
+
 def test_without_a_validation_check_the_skip_is_logged_with_its_reason() -> None:
     with virtual_rig() as rig:
         rig.runner.step()
