@@ -123,12 +123,17 @@ class SerialLink:
         self.url = url
         self._port = port
         self._closing = threading.Event()
+        # Held across each write and across close: a descriptor number read for a write
+        # is never used after close() has released it, when the kernel may already
+        # have given the same number to another file (the records database, say).
+        self._io_lock = threading.Lock()
         # A port with a POSIX file descriptor (a tty, a pty, a USB serial adapter) is
         # read and written with one system call each, not through pyserial's loops
         # (see read_available and write); cancel_read() wakes a waiting reader through
         # this pipe.
         self._posix = _PosixSerial is not None and isinstance(port, _PosixSerial)
         self._wake_r = self._wake_w = -1
+        self._wake_lock = threading.Lock()
         if self._posix:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
@@ -144,6 +149,10 @@ class SerialLink:
         return bool(self._port.is_open) and not self._closing.is_set()
 
     def write(self, data: bytes) -> None:
+        with self._io_lock:
+            self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> None:
         if self._closing.is_set():
             raise DeviceDisconnected(f"{self.url}: the port is closed")
         if self._posix:
@@ -259,8 +268,9 @@ class SerialLink:
         does not use) and its write end blocks once full.
         """
         if self._posix:
-            with contextlib.suppress(OSError):  # the pipe is full (a wake is pending) or closed
-                os.write(self._wake_w, b"x")
+            with self._wake_lock, contextlib.suppress(OSError):  # full: a wake is pending
+                if self._wake_w >= 0:
+                    os.write(self._wake_w, b"x")
             return
         cancel = getattr(self._port, "cancel_read", None)
         if cancel is not None:
@@ -271,10 +281,14 @@ class SerialLink:
         """Close the port; never raises (the port may already be gone). Idempotent."""
         self._closing.set()
         self.cancel_read()
-        with contextlib.suppress(SerialException, OSError, TypeError, AttributeError):
+        with (
+            self._io_lock,  # after any write in progress (at most the write timeout)
+            contextlib.suppress(SerialException, OSError, TypeError, AttributeError),
+        ):
             self._port.close()
         if self._posix:
-            wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+            with self._wake_lock:
+                wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
             for fd in (wake_r, wake_w):
                 if fd >= 0:
                     with contextlib.suppress(OSError):

@@ -257,3 +257,38 @@ def test_sim_new_url_spawns_a_device_owned_by_the_port() -> None:
         assert stim.status().channel(1).output_on
     finally:
         stim.close()
+
+
+def test_closing_a_link_waits_for_a_write_in_progress() -> None:
+    """A write reads the port's descriptor and then uses it; if close() released the
+    descriptor in between, the kernel could hand the number to another file (the
+    records database) and the write would land there. close() waits for the write."""
+    import threading
+
+    link = open_link("loop://", PF2.link)
+    port = link.port
+    entered, release = threading.Event(), threading.Event()
+    closed_during_write: list[bool] = []
+    real_write = port.write
+
+    def slow_write(data: bytes) -> int:
+        entered.set()
+        release.wait(5)
+        closed_during_write.append(not port.is_open)
+        return int(real_write(data))
+
+    port.write = slow_write
+    writer = threading.Thread(target=link.write, args=(b"\x00",))
+    writer.start()
+    assert entered.wait(5)
+    closer = threading.Thread(target=link.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close() did not wait for the write"
+    release.set()
+    writer.join(5)
+    closer.join(5)
+    assert closed_during_write == [False]
+    assert not port.is_open
+    with pytest.raises(DeviceDisconnected):
+        link.write(b"\x00")
