@@ -52,6 +52,7 @@ from estim.errors import (
     DeviceFaulted,
     DeviceRejected,
     DeviceTimeout,
+    EmergencyStopped,
     EstimError,
     IdentityMismatch,
     InputError,
@@ -367,6 +368,11 @@ class SessionRunner:
                 if self.done:
                     break
                 self._wait_until(self.next_deadline_ns())
+        except KeyboardInterrupt:
+            # Ctrl-C that no handler turned into an emergency stop (run() on the main
+            # thread of a script): it is one all the same, logged as such by close().
+            self.emergency_stop("KeyboardInterrupt")
+            raise
         finally:
             self.close()
         return self.summary()
@@ -572,6 +578,11 @@ class SessionRunner:
                     # A bug: the step's handler fails safe first, then answers the
                     # caller (see _answer_failed_command).
                     self._failed_command = command
+                    raise
+                except BaseException as err:  # KeyboardInterrupt: run() stops everything
+                    command.future.set_exception(
+                        EmergencyStopped(f"{command.trigger.value} interrupted ({err!r})")
+                    )
                     raise
             self._service_emergency()
 

@@ -33,7 +33,7 @@ from estim.safety.interlocks import (
 )
 from estim.safety.limits import Limits
 from estim.session.director import AutoSession
-from estim.session.runner import POLL_MERGE_NS, RunnerSettings
+from estim.session.runner import POLL_MERGE_NS, RunnerSettings, SessionRunner
 from estim.session.states import State, Trigger
 from estim.session.story import check_story
 from estim.session.summary import Outcome
@@ -165,6 +165,28 @@ def test_a_directed_target_below_one_step_ends_the_session_before_it_starts() ->
         assert summary.outcome is Outcome.NOT_STARTED
         assert "below one titration step" in director.failures[0]
         assert outputs(rig) == [] or not any(o["output_on"] for o in outputs(rig))
+
+
+def test_ctrl_c_with_no_handler_is_an_emergency_stop() -> None:
+    """run() on a script's main thread, no signal handler: Ctrl-C raises
+    KeyboardInterrupt wherever the loop is; the session ends as an emergency stop."""
+
+    class CtrlCWhileRunning(AutoSession):
+        def act(self, runner: SessionRunner, now_ns: int) -> int | None:
+            if runner.machine.state is State.RUNNING and now_ns > runner.schedule_origin_ns + S:
+                raise KeyboardInterrupt
+            return super().act(runner, now_ns)
+
+    with virtual_rig(director=CtrlCWhileRunning(target_ua=12_000)) as rig:
+        with pytest.raises(KeyboardInterrupt):
+            rig.runner.run()
+        summary = rig.runner.summary()
+        assert summary.outcome is Outcome.EMERGENCY_STOP
+        assert "KeyboardInterrupt" in summary.reason
+        assert rig.sink.kinds()[-1] == "summary"
+        assert "emergency_stop" in rig.sink.kinds()
+        assert not output_on_now(rig)
+        assert_story(rig.sink.events)
 
 
 def test_phase_boundaries_fall_exactly_on_the_schedule_in_virtual_time() -> None:
