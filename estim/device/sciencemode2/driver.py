@@ -910,7 +910,8 @@ class ScienceMode2Stimulator(Stimulator):
     def _read_loop(self) -> None:
         link = self._link
         assert link is not None
-        while not self._stopping.is_set():
+        # "is link": a reader that outlived its close must not spin on the closed link.
+        while not self._stopping.is_set() and self._link is link:
             try:
                 data = link.read_available()
                 if data:

@@ -491,7 +491,9 @@ class WireStimulator(Stimulator):
     def _read_loop(self) -> None:
         link = self._link
         assert link is not None
-        while not self._stopping.is_set():
+        # "is link": a reader that outlived its close (a join that timed out) must not
+        # spin on the closed link once a reopen has cleared the stop flag.
+        while not self._stopping.is_set() and self._link is link:
             try:
                 data = link.read_available()
             except DeviceError as err:
