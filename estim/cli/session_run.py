@@ -194,6 +194,27 @@ def run_recorded(
     - The records refused to open the session when the device answered (they changed
       since the preflight): that refusal, as the records gave it.
     """
+    from estim.cli.console import signals_as_emergency_stop
+
+    # Held until the record is closed, not only while the loop runs: a second Ctrl-C or
+    # a SIGTERM while the record is being finished is one more (harmless) stop, never a
+    # KeyboardInterrupt or a kill half-way through closing the record.
+    with signals_as_emergency_stop(runner):
+        return _run_and_close_record(
+            runner, sink, records, console=console, plain=plain, keys=keys, clinician=clinician
+        )
+
+
+def _run_and_close_record(
+    runner: SessionRunner,
+    sink: NarratingSink,
+    records: RecordWhenConnected,
+    *,
+    console: Console,
+    plain: bool,
+    keys: bool,
+    clinician: str,
+) -> tuple[SessionSummary, SessionRecord]:
     from estim.cli.console import run_console, stop_for_display_failure
 
     sink.on_display_failure = lambda _err: stop_for_display_failure(runner)

@@ -142,9 +142,10 @@ class SessionRecorder:
                     SessionSummary(),
                 )
             else:
+                detail = f": {exc}" if str(exc).strip() else ""
                 self.finish(
                     Outcome.ABORTED,
-                    f"ended by an error: {type(exc).__name__}: {exc}",
+                    f"ended by an error: {type(exc).__name__}{detail}",
                     SessionSummary(),
                 )
         finally:

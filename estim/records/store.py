@@ -1153,6 +1153,9 @@ class Store:
         extra: dict[str, Any] | None = None,
     ) -> chain.ChainedEvent:
         ended = chain.wall_time_text(ended_at or self._now())
+        # Stripped here, once, for both: the row is read back through a model that
+        # strips its strings, and verify compares the row with this event.
+        reason = reason.strip()
         data: dict[str, Any] = {
             "outcome": outcome.value,
             "reason": reason,

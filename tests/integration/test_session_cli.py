@@ -104,6 +104,34 @@ def test_demo_in_real_time_ctrl_c_is_an_emergency_stop(tmp_path: Path) -> None:
 
 
 @pytest.mark.pty
+def test_demo_pressed_again_and_again_still_closes_its_record(tmp_path: Path) -> None:
+    """People press Ctrl-C again and again in an emergency. Every press is one more
+    stop; none cuts the closing of the record short: it is closed from the controller's
+    summary (outcome aborted), not as an interrupted session. Once the record is closed
+    a press may end the command before it prints its summary."""
+    db = tmp_path / "demo.db"
+    demo = Process("demo", "--plain", "--db", str(db))
+    try:
+        demo.wait_for("stimulation started")
+        demo.proc.send_signal(signal.SIGINT)
+        demo.wait_for("EMERGENCY STOP")
+        for _ in range(5):
+            if demo.proc.poll() is not None:
+                break
+            demo.proc.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+        code = demo.finish()
+    finally:
+        demo.stop()
+    assert code in (4, -signal.SIGINT), demo.output
+    assert "Traceback" not in demo.output
+    (record,) = sessions(db)
+    assert record.outcome.value == "aborted", record  # type: ignore[attr-defined]
+    code, out = invoke(["log", "verify", str(record.id), "--db", str(db)])  # type: ignore[attr-defined]
+    assert code == 0, out
+
+
+@pytest.mark.pty
 def test_demo_against_a_running_estim_sim_stops_on_sigterm(
     tmp_path: Path, estim_sim: tuple[str, Path]
 ) -> None:

@@ -707,6 +707,29 @@ def test_finish_from_the_controllers_summary(
     assert store.verify(done.id).ok
 
 
+@pytest.mark.parametrize(
+    "reason", ["  spaced out  ", "ends in a newline\n", "\tKeyboardInterrupt: "]
+)
+def test_a_reason_with_surrounding_whitespace_still_verifies(store: Store, reason: str) -> None:
+    """The row is read back through a model that strips strings; the end event must
+    say the same, or verify calls an untouched record altered."""
+    record = ready_course(store)
+    recorder = store.begin_session(session_start(record))
+    done = recorder.finish(Outcome.ABORTED, reason, SessionSummary())
+    assert done.reason == reason.strip()
+    assert store.events(done.id)[-1].data["reason"] == reason.strip()
+    assert store.verify(done.id).ok, store.verify(done.id).broken
+
+
+def test_an_interrupt_without_a_message_closes_the_record_readably(store: Store) -> None:
+    record = ready_course(store)
+    with pytest.raises(KeyboardInterrupt), store.begin_session(session_start(record)) as rec:
+        raise KeyboardInterrupt
+    done = store.session(rec.session_id)
+    assert done.reason == "ended by an error: KeyboardInterrupt"
+    assert store.verify(done.id).ok
+
+
 def test_a_summary_that_does_not_fit_is_refused(store: Store) -> None:
     record = ready_course(store)
     recorder = store.begin_session(session_start(record))
