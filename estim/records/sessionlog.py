@@ -120,13 +120,18 @@ def verify_session(record: SessionRecord, events: list[chain.ChainedEvent]) -> c
         "on_time_us": record.on_time_us,
         "contractions": record.contractions,
     }
+    logged = dict(data)
+    if isinstance(logged.get("reason"), str):
+        # The row reads back stripped (so whitespace is all it could differ in); logs
+        # written before the store stripped reasons itself kept the raw text.
+        logged["reason"] = logged["reason"].strip()
     for key, value in recorded.items():
-        if data.get(key) != value:
+        if logged.get(key) != value:
             return _broken(
                 verdict,
                 ends[0].sequence,
                 f"the session row's {key} ({value!r}) differs from the logged end "
-                f"({data.get(key)!r}): the row was altered",
+                f"({logged.get(key)!r}): the row was altered",
             )
     return verdict
 

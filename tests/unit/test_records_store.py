@@ -721,6 +721,35 @@ def test_a_reason_with_surrounding_whitespace_still_verifies(store: Store, reaso
     assert store.verify(done.id).ok, store.verify(done.id).broken
 
 
+def test_a_log_from_before_reasons_were_stripped_still_verifies(store: Store) -> None:
+    """Records closed by an earlier version kept the raw reason in their end event; the
+    row reads back stripped. Whitespace is all they differ in: not an alteration."""
+    from datetime import datetime
+
+    from estim.records import chain
+    from estim.records.sessionlog import verify_session
+
+    record = ready_course(store)
+    done = store.begin_session(session_start(record)).finish(
+        Outcome.ABORTED, "ended by an error: KeyboardInterrupt:", SessionSummary()
+    )
+    *before, end = store.events(done.id)
+    data = end.data | {"reason": "ended by an error: KeyboardInterrupt: "}  # as it was
+    old_end = chain.link(
+        end.sequence,
+        end.prev_hash,
+        kind=end.kind,
+        state=end.state,
+        monotonic_ns=end.monotonic_ns,
+        wall_time=datetime.fromisoformat(end.wall_time),
+        data=data,
+    )
+    legacy = done.model_copy(update={"last_event_sha256": old_end.hash})
+    assert verify_session(legacy, [*before, old_end]).ok
+    altered = legacy.model_copy(update={"reason": "ended by the clinician"})
+    assert not verify_session(altered, [*before, old_end]).ok
+
+
 def test_an_interrupt_without_a_message_closes_the_record_readably(store: Store) -> None:
     record = ready_course(store)
     with pytest.raises(KeyboardInterrupt), store.begin_session(session_start(record)) as rec:
