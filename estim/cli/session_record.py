@@ -53,7 +53,10 @@ class RecordWhenConnected:
 
     def append(self, event: SessionEvent) -> None:
         if self.recorder is not None:
-            self.recorder.append(event)
+            retried = any(held is event for held in self._held)
+            self._write_held()
+            if not retried:  # (a retried event was held: written with the others)
+                self.recorder.append(event)
             return
         if self.open_error is not None:
             raise RecordsError(f"the session record could not be opened: {self.open_error}")
@@ -74,9 +77,17 @@ class RecordWhenConnected:
             self.open_error = err
             raise
         self.recorder = recorder
-        held, self._held = self._held, []
-        for event in held:
-            recorder.append(event)
+        self._write_held()
+
+    def _write_held(self) -> None:
+        """Write the events held until the record opened, oldest first; each leaves
+        the queue only once written, so a failed write loses none (the controller
+        retries, and the rest follow it)."""
+        recorder = self.recorder
+        assert recorder is not None
+        while self._held:
+            recorder.append(self._held[0])
+            del self._held[0]
 
     def finish(self, summary: SessionSummary) -> SessionRecord | None:
         """Close the record from the controller's summary (None: no record was opened)."""

@@ -135,18 +135,29 @@ class SessionRecorder:
         if self.finished:
             return
         try:
+            # What the last status event put on the row, never zeros: a session that
+            # stimulated and then failed to close still counts toward the dose.
+            so_far = self._delivered_so_far()
             if exc is None:
                 self.finish(
                     Outcome.INTERRUPTED,
                     "the controller ended without recording an outcome",
-                    SessionSummary(),
+                    so_far,
                 )
             else:
                 detail = f": {exc}" if str(exc).strip() else ""
                 self.finish(
                     Outcome.ABORTED,
                     f"ended by an error: {type(exc).__name__}{detail}",
-                    SessionSummary(),
+                    so_far,
                 )
         finally:
             self._lease.release()
+
+    def _delivered_so_far(self) -> SessionSummary:
+        row = self._store.session(self.session_id)
+        return SessionSummary(
+            confirmed_amplitude_ua=row.confirmed_amplitude_ua,
+            on_time_us=row.on_time_us,
+            contractions=row.contractions,
+        )

@@ -92,6 +92,9 @@ POLL_MERGE_NS = 5 * NS_PER_MS
 PUBLISH_INTERVAL_NS = 100 * NS_PER_MS
 """At most one display snapshot per this much clock time, unless the state changed."""
 
+UNSAVED_RETRY_NS = 1_000 * NS_PER_MS
+"""How often the sink is tried again with the events it refused."""
+
 RECORDS_CAUSE = "CONTROLLER-RECORDS"
 """Recorded as the cause when the event log could not be written (fail safe: stop)."""
 
@@ -488,6 +491,8 @@ class SessionRunner:
             self._refuse_after_end(command)
         summary = self.summary()
         self._emit("summary", summary.to_dict())
+        self._unsaved_retry_ns = 0  # one last try, whenever the one before was
+        self._write_unsaved()
         self._publish(self._ended_ns, force=True)
 
     def _refuse_after_end(self, command: _Command) -> None:
@@ -1142,8 +1147,31 @@ class SessionRunner:
             self._sink_error = f"{type(err).__name__}: {err}"
             self._unsaved.append(event)
 
+    def _write_unsaved(self) -> None:
+        """Try the sink again with what it refused, oldest first, at most once a second
+        (a locked database makes each try wait): a passing failure then loses nothing.
+        Once all is written the log flows again; the trip it caused stays."""
+        now = self.clock.now_ns()
+        if not self._unsaved or now < self._unsaved_retry_ns:
+            return
+        self._unsaved_retry_ns = now + UNSAVED_RETRY_NS
+        while self._unsaved:
+            try:
+                self.sink.append(self._unsaved[0])
+            except Exception as err:
+                log.warning("the session log still cannot be written: %s", err)
+                return
+            del self._unsaved[0]
+            self.events_written += 1
+        self._sink_error = None
+
+    _unsaved_retry_ns = 0
+
     def _check_sink(self) -> None:
-        if self._sink_error is None or RECORDS_CAUSE in self._tripped_ids:
+        if self._sink_error is None:
+            return
+        if RECORDS_CAUSE in self._tripped_ids:
+            self._write_unsaved()
             return
         self._trip(
             [

@@ -873,6 +873,39 @@ def test_a_bug_under_a_persons_command_is_answered_after_output_is_off() -> None
         assert delivered_now(rig) == 0
 
 
+def test_a_sink_that_fails_once_still_gets_every_event_in_order() -> None:
+    """A passing failure (a locked database) trips the session, as any failure of the
+    log must; the events it refused are written once it works again: none is lost."""
+
+    class FailsOnce(MemorySink):
+        armed = False
+
+        def append(self, event: SessionEvent) -> None:
+            if self.armed:
+                self.armed = False
+                raise OSError("database is locked (test)")
+            super().append(event)
+
+    with virtual_rig(sink_factory=FailsOnce) as rig:
+        start_session(rig)
+        rig.step(periods=40)
+        assert isinstance(rig.sink, FailsOnce)
+        rig.sink.armed = True
+        rig.step(periods=60)
+        assert rig.runner.machine.state is State.FAULT
+        assert rig.runner.machine.fault is not None
+        assert rig.runner.machine.fault.interlock_id == "CONTROLLER-RECORDS"
+        rig.runner.close()
+        assert rig.runner.unsaved_events == []
+        kinds = rig.sink.kinds()
+        assert "trip" in kinds
+        assert kinds[-1] == "summary"
+        times = [e.monotonic_ns for e in rig.sink.events]
+        assert times == sorted(times)
+        assert_story(rig.sink.events)
+        assert not output_on_now(rig)
+
+
 def test_the_view_reports_progress() -> None:
     with virtual_rig() as rig:
         start_session(rig, steps=24)

@@ -759,6 +759,74 @@ def test_an_interrupt_without_a_message_closes_the_record_readably(store: Store)
     assert store.verify(done.id).ok
 
 
+@pytest.mark.parametrize("error", [None, RecordsError("closing a session failed (test)")])
+def test_a_record_closed_as_a_last_resort_keeps_what_was_delivered(
+    store: Store, error: Exception | None
+) -> None:
+    """The fallback close (the proper one failed, or never ran) must not write zeros
+    over the delivered figures: an aborted session with nothing delivered would no
+    longer count toward the day's dose."""
+    from estim.events import SessionEvent
+
+    record = ready_course(store)
+    delivered = {"confirmed_ua": 12_000, "on_time_us": 112_000_000, "contractions": 16}
+
+    def session() -> None:
+        with store.begin_session(session_start(record)) as recorder:
+            recorder.append(
+                SessionEvent(
+                    kind="status", state="running", monotonic_ns=5, data={"delivered": delivered}
+                )
+            )
+            if error is not None:
+                raise error
+
+    if error is None:
+        session()
+    else:
+        with pytest.raises(RecordsError):
+            session()
+    (done,) = store.sessions()
+    assert done.outcome is (Outcome.INTERRUPTED if error is None else Outcome.ABORTED)
+    assert (done.confirmed_amplitude_ua, done.on_time_us, done.contractions) == (
+        12_000,
+        112_000_000,
+        16,
+    )
+    assert not done.delivered_nothing
+    assert store.verify(done.id).ok
+
+
+def test_events_held_until_the_record_opens_survive_a_failed_write(store: Store) -> None:
+    """The controller's first events are held until the device answers; if writing
+    them fails, none is dropped, and the controller's retry writes them all once."""
+    from estim.cli.session_record import RecordWhenConnected
+    from estim.events import SessionEvent
+
+    record = ready_course(store)
+    sink = RecordWhenConnected(store, session_start(record, device=None))
+    real_append = store._append
+    calls = {"n": 0}
+
+    def fails_once(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:  # 1: records.opened; 2: the first held event
+            raise RecordsError("database is locked (test)")
+        return real_append(*args, **kwargs)  # type: ignore[arg-type]
+
+    store._append = fails_once  # type: ignore[method-assign]
+    kinds = ["session", "interlock_skipped", "state", "connected"]
+    events = [SessionEvent(kind=k, state="connecting", monotonic_ns=i) for i, k in enumerate(kinds)]
+    for ev in events[:-1]:
+        sink.append(ev)
+    with pytest.raises(RecordsError):
+        sink.append(events[-1])  # the device answered: the record opens, a write fails
+    sink.append(events[-1])  # the controller tries its unsaved event again
+    assert sink.recorder is not None
+    stored = [e.kind for e in store.events(sink.recorder.session_id)]
+    assert stored == ["records.opened", *kinds]
+
+
 def test_a_summary_that_does_not_fit_is_refused(store: Store) -> None:
     record = ready_course(store)
     recorder = store.begin_session(session_start(record))
