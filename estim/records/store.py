@@ -152,7 +152,11 @@ class Store:
             )
         db_engine, warnings = engine.open_engine(where)
         if path is not None:
-            lock_dir = path.with_name(path.name + ".locks")
+            # Beside the real file, however it was named (a symlink, a relative path):
+            # two names for one database must share one set of session leases, or one
+            # would "recover" the other's live session as interrupted.
+            real = path.resolve()
+            lock_dir = real.with_name(real.name + ".locks")
         else:
             digest = hashlib.sha256(where.encode()).hexdigest()[:16]
             lock_dir = platformdirs.user_state_path("estim", appauthor=False) / "locks" / digest
@@ -1264,8 +1268,9 @@ class Store:
         """A session by number (``12``) or by its uid or a unique uid prefix."""
         s = t.session
         with self._read("reading a session") as conn:
-            if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-                cond = s.c.id == int(ref)
+            number = _session_number(ref)
+            if number is not None:
+                cond = s.c.id == number
             else:
                 prefix = str(ref).strip().lower()
                 if len(prefix) < 4:
@@ -1458,3 +1463,18 @@ def _overlap(a: Prescription, b: Prescription) -> bool:
 def _treatment(p: Prescription) -> tuple[Any, ...]:
     """The parts of a prescription that change what the patient gets (not its dates)."""
     return (p.protocol, p.max_amplitude_ma, p.titration_step_ma, sorted(p.adjustments.items()))
+
+
+_SESSION_ID_MAX = 2**63 - 1  # SQLite's INTEGER
+
+
+def _session_number(ref: int | str) -> int | None:
+    """``ref`` as a session number (ASCII digits only: "²" is not a number here), or
+    None for a uid prefix. A number beyond any id names no session (-1)."""
+    if isinstance(ref, int):
+        number = ref
+    elif (text := ref.strip()).isascii() and text.isdigit():
+        number = int(text)
+    else:
+        return None
+    return number if 0 <= number <= _SESSION_ID_MAX else -1

@@ -869,3 +869,23 @@ def test_the_demo_patient_is_ready_for_a_session_and_seeding_twice_changes_nothi
     check = store.preflight(DEMO_CODE)
     assert check.ok, check.findings
     assert course.prescription.max_amplitude_ma == Decimal(20)
+
+
+def test_one_database_under_two_names_shares_its_session_leases(tmp_path: Path) -> None:
+    """A symlink (or a second spelling of the path) must not give a second set of
+    leases: the other name would take a live session for one whose process died."""
+    real = tmp_path / "real" / "s.db"
+    real.parent.mkdir()
+    Store.open(real).close()
+    alias = tmp_path / "alias.db"
+    alias.symlink_to(real)
+    with Store.open(real) as by_path, Store.open(alias) as by_link:
+        assert by_link.lock_dir == by_path.lock_dir == real.with_name("s.db.locks")
+
+
+@pytest.mark.parametrize("ref", ["99999999999999999999999", "²", "١٢", " 1_0 "])
+def test_a_session_reference_that_only_looks_like_a_number_is_a_clear_error(
+    store: Store, ref: str
+) -> None:
+    with pytest.raises(InputError):
+        store.session(ref)
