@@ -191,8 +191,8 @@ def side_by_side(
     for s in sessions:
         sessions_by_day.setdefault(s.diary_day, []).append(s)
     rows = []
-    day = first
-    while day <= last:
+    for offset in range((last - first).days + 1):  # never a day past date.max
+        day = first + timedelta(days=offset)
         entry = by_day.get(day)
         rows.append(
             {
@@ -210,7 +210,6 @@ def side_by_side(
                 ],
             }
         )
-        day += timedelta(days=1)
     return rows
 
 

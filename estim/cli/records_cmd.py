@@ -23,6 +23,7 @@ from rich.text import Text
 
 from estim.errors import InputError, Problem
 from estim.records.findings import Finding, Severity
+from estim.records.models import EARLIEST_RECORD_DAY
 
 if TYPE_CHECKING:
     from estim.records.store import Store
@@ -80,12 +81,26 @@ def parse_date(text: str, option: str) -> date:
     if value == "today":
         return date.today()
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise InputError(
             f"{option}: {text!r} is not a date",
             [Problem(option, "not a date", value=text, fix="write it as YYYY-MM-DD")],
         ) from None
+    if day < EARLIEST_RECORD_DAY:
+        raise InputError(
+            f"{option}: {day} is before any record could have been kept",
+            [
+                Problem(
+                    option,
+                    "before any record could have been kept",
+                    value=text,
+                    limit=f"on or after {EARLIEST_RECORD_DAY}",
+                    fix="check the year",
+                )
+            ],
+        )
+    return day
 
 
 def parse_decimal(text: str, option: str, unit: str) -> Decimal:

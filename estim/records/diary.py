@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, model_validator
 from estim.errors import InputError, Problem
 from estim.files import validation_problems
 from estim.protocols.models import Frozen
+from estim.records.models import EARLIEST_RECORD_DAY
 
 HOLD_MAX_S = 10
 """Leaflet: hold a maximal contraction as long as possible, at most 10 seconds [C]."""
@@ -88,7 +89,18 @@ class DiaryEntry(Frozen):
 
 
 def check_day(entry: DiaryEntry, today: date, location: str = "day") -> list[Problem]:
-    """A diary records what happened: a day after today is a mistake."""
+    """A diary records what happened: a day after today is a mistake, and so is one
+    before any record could have been kept (a mistyped year)."""
+    if entry.day < EARLIEST_RECORD_DAY:
+        return [
+            Problem(
+                location,
+                "date is before any record could have been kept",
+                value=entry.day.isoformat(),
+                limit=f"on or after {EARLIEST_RECORD_DAY}",
+                fix="check the year",
+            )
+        ]
     if entry.day > today:
         return [
             Problem(
@@ -279,9 +291,9 @@ def _parse_row(cells: dict[str, str], where: str) -> tuple[DiaryEntry | None, li
         raw = cells[column].strip()
         if raw == "" and column not in REQUIRED_COLUMNS:
             continue
-        try:
-            data[column] = int(raw, 10)
-        except ValueError:
+        if raw.isascii() and raw.isdigit():  # int() would also take "1_0" and "١٢"
+            data[column] = int(raw)
+        else:
             problems.append(
                 Problem(f"{where}: {column}", "not a whole number", value=raw, fix="give 0 or more")
             )

@@ -24,6 +24,10 @@ from estim.records.checklist import ContraindicationChecklist
 
 _CODE_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
 EARLIEST_YEAR_OF_BIRTH = 1900
+EARLIEST_RECORD_DAY = date(2000, 1, 1)
+"""No record (a diary day, a course's dates, a report's window) names a day before
+this: a typo guard (0026 for 2026), and it keeps day arithmetic off the calendar's
+first day."""
 
 
 def normalize_code(code: str, location: str = "code") -> str:
@@ -33,8 +37,12 @@ def normalize_code(code: str, location: str = "code") -> str:
     digit, which keeps people from typing a name where a code belongs. Upper-casing
     makes ``pf-0042`` and ``PF-0042`` the same patient, not two.
     """
-    candidate = code.strip().upper()
-    if not _CODE_RE.match(candidate) or not any(ch.isdigit() for ch in candidate):
+    candidate = code.strip().upper()  # checked after: "ß1".upper() is "SS1", another code
+    if (
+        not code.strip().isascii()
+        or not _CODE_RE.match(candidate)
+        or not any(ch.isdigit() for ch in candidate)
+    ):
         raise InputError(
             f"{code!r} is not a patient code",
             [

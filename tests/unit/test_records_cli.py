@@ -393,3 +393,55 @@ def test_records_info(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert data["schema_version"] == 2
     assert data["settings"] == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
     assert data["counts"]["patients"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["diary", "show", "PF-0042", "--to", "0001-01-05"], "before any record"),
+        (
+            [
+                "diary",
+                "add",
+                "PF-0042",
+                "--hold",
+                "5",
+                "--reps",
+                "3",
+                "--blocks",
+                "4",
+                "--date",
+                "0001-01-01",
+            ],
+            "before any record",
+        ),
+        (["report", "PF-0042", "--from", "0001-01-01"], "before any record"),
+    ],
+)
+def test_days_before_any_record_are_a_clear_error(
+    db: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    run(capsys, "patient", "add", "PF-0042", "--born", "1980")
+    code, _, err = run(capsys, *args)
+    assert code == 2, err
+    assert message in err
+
+
+def test_the_calendars_last_day_is_shown_not_a_crash(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "patient", "add", "PF-0042", "--born", "1980")
+    code, out, err = run(
+        capsys, "diary", "show", "PF-0042", "--from", "9999-12-31", "--to", "9999-12-31"
+    )
+    assert code == 0, err
+    assert "9999-12-31" in out
+
+
+def test_a_non_ascii_patient_code_is_refused_not_folded_into_another() -> None:
+    from estim.errors import InputError
+    from estim.records.models import normalize_code
+
+    with pytest.raises(InputError, match="not a patient code"):
+        normalize_code("ß1")  # "ß1".upper() == "SS1": somebody else's code
+    assert normalize_code("pf-0042") == "PF-0042"

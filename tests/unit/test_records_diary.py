@@ -137,3 +137,20 @@ def test_bad_headers(text: str, message: str) -> None:
     with pytest.raises(InputError) as info:
         parse_csv(text, "d.csv", TODAY)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("count", ["1_0", "١٢", "+3", " 4e0"])
+def test_a_count_is_ascii_digits_only(count: str) -> None:
+    """int() reads "1_0" as 10 and Arabic-Indic digits as numbers: not what a person
+    meant to write in a diary."""
+    text = HEADER + f"2024-05-01,2,{count},5,0,0,training,\n"
+    with pytest.raises(InputError) as info:
+        parse_csv(text, "d.csv", TODAY)
+    assert "repetitions: not a whole number" in str(info.value.problems[0])
+
+
+def test_a_diary_day_before_any_record_is_refused() -> None:
+    text = HEADER + "0001-01-01,2,4,5,0,0,training,\n"
+    with pytest.raises(InputError) as info:
+        parse_csv(text, "d.csv", TODAY)
+    assert "before any record could have been kept" in str(info.value.problems[0])
