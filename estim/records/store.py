@@ -1318,7 +1318,16 @@ class Store:
             query = query.where(s.c.patient_id == patient_id)
         if where is not None:
             query = query.where(where)
-        return [_session(row) for row in conn.execute(query)]
+        found: list[SessionRecord] = []
+        rows = iter(conn.execute(query))
+        while True:
+            try:  # the database driver converts dates as it hands each row over
+                row = next(rows, None)
+            except ValueError as err:
+                raise _unreadable("one of the sessions", err) from err
+            if row is None:
+                return found
+            found.append(_readable_session(row))
 
     def events(self, session_id: int) -> list[chain.ChainedEvent]:
         with self._read("reading session events") as conn:
@@ -1402,6 +1411,23 @@ def _patient(row: Row[Any]) -> Patient:
 
 def _opt_time(text: str | None) -> datetime | None:
     return None if text is None else chain.parse_wall_time(text)
+
+
+def _readable_session(row: Row[Any]) -> SessionRecord:
+    """``_session``, or a :class:`RecordsError` naming the row a person or a fault
+    changed into something no version of estim wrote (never a traceback)."""
+    try:
+        return _session(row)
+    except (ValueError, TypeError) as err:  # includes pydantic's ValidationError
+        raise _unreadable(f"session #{row.id}", err) from err
+
+
+def _unreadable(which: str, err: Exception) -> RecordsError:
+    first_line = (str(err).splitlines() or [""])[0]
+    return RecordsError(
+        f"{which}: its row cannot be read ({type(err).__name__}: {first_line}); the "
+        "database was edited or damaged: restore it from a backup"
+    )
 
 
 def _session(row: Row[Any]) -> SessionRecord:

@@ -889,3 +889,21 @@ def test_a_session_reference_that_only_looks_like_a_number_is_a_clear_error(
 ) -> None:
     with pytest.raises(InputError):
         store.session(ref)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE session SET outcome='hacked'",
+        "UPDATE session SET diary_day='not-a-date'",
+        "UPDATE session SET started_at='yesterday'",
+        "UPDATE session SET validation_json='{'",
+    ],
+)
+def test_a_session_row_edited_into_nonsense_is_a_records_error(store: Store, sql: str) -> None:
+    done = run_session(store, ready_course(store))
+    tamper(store, sql)
+    with pytest.raises(RecordsError, match="its row cannot be read"):
+        store.sessions()
+    with pytest.raises(RecordsError, match="its row cannot be read"):
+        store.session(done.id)
