@@ -85,6 +85,11 @@ def prepare_sqlite_file(path: Path) -> list[str]:
     """
     if path.exists() and path.is_dir():
         raise InputError(f"{path}: is a directory; give the path of a records file")
+    if path.is_symlink() and not path.exists():
+        raise InputError(
+            f"{path}: is a link to {os.readlink(path)}, which does not exist; "
+            "give the path of the records file itself"
+        )
     parent = path.parent
     try:
         if not parent.exists():

@@ -84,6 +84,13 @@ def test_a_directory_is_not_a_records_file(tmp_path: Path) -> None:
         Store.open(tmp_path)
 
 
+def test_a_link_to_nothing_is_not_a_records_file(tmp_path: Path) -> None:
+    link = tmp_path / "alias.db"
+    link.symlink_to(tmp_path / "gone" / "s.db")
+    with pytest.raises(InputError, match="which does not exist"):
+        Store.open(link)
+
+
 def test_in_memory_sqlite_is_refused() -> None:
     with pytest.raises(InputError, match="need a file"):
         Store.open("sqlite:///:memory:")
