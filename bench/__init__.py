@@ -100,14 +100,36 @@ def figure_from_ns(
     note: str = "",
     extra: dict[str, Any] | None = None,
 ) -> Figure:
-    values = sorted(s / NS_PER_MS for s in samples_ns)
+    return figure_from_values(
+        name,
+        [s / NS_PER_MS for s in samples_ns],
+        target=target_ms,
+        target_stat=target_stat,
+        note=note,
+        extra=extra,
+    )
+
+
+def figure_from_values(
+    name: str,
+    values: Sequence[float],
+    *,
+    unit: str = "ms",
+    target: float | None = None,
+    target_stat: Stat = "p99",
+    note: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Figure:
+    """p50 / p99 / max of ``values`` (already in ``unit``)."""
+    ordered = sorted(values)
     return Figure(
         name=name,
-        p50=percentile(values, 0.50),
-        p99=percentile(values, 0.99),
-        max=values[-1],
-        n=len(values),
-        target=target_ms,
+        p50=percentile(ordered, 0.50),
+        p99=percentile(ordered, 0.99),
+        max=ordered[-1],
+        n=len(ordered),
+        unit=unit,
+        target=target,
         target_stat=target_stat,
         note=note,
         extra=extra or {},

@@ -35,7 +35,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from bench import BenchContext, Figure, figure_from_ns, percentile
+from bench import BenchContext, Figure, figure_from_ns, figure_from_values, percentile
 from estim.clock import NS_PER_MS, MonotonicClock, VirtualClock
 from estim.device.profile import DeviceProfile, builtin_profile
 from estim.device.registry import create_stimulator
@@ -328,10 +328,12 @@ def figure_cpu_baseline_driver_alone(context: BenchContext) -> list[Figure]:
         driver.open()
         try:
             figures.append(
-                _cpu_figure(
+                figure_from_values(
                     "baseline: estim-wire driver alone, status at 20 Hz, no controller (% CPU)",
                     _cpu_windows(seconds, twenty_hz, driver.status),
-                    "what the serial exchange itself costs; the controller's figures include it",
+                    unit="%",
+                    note="what the serial exchange itself costs; the controller's figures "
+                    "include it",
                 )
             )
             ticks = itertools.count()
@@ -345,20 +347,22 @@ def figure_cpu_baseline_driver_alone(context: BenchContext) -> list[Figure]:
                 driver.status()
 
             figures.append(
-                _cpu_figure(
+                figure_from_values(
                     "baseline: estim-wire driver alone, the 10 Hz session's exchanges "
                     "(10 polls + 2 commands a second), no controller (% CPU)",
                     _cpu_windows(seconds, ten_hz, ten_hz_exchanges),
-                    "the floor under the 10 Hz controller figure: its exchanges, nothing else",
+                    unit="%",
+                    note="the floor under the 10 Hz controller figure: its exchanges, nothing else",
                 )
             )
         finally:
             driver.close()
     figures.append(
-        _cpu_figure(
+        figure_from_values(
             "baseline: a thread that only sleeps, waking 20 times a second (% CPU)",
             _cpu_windows(seconds, twenty_hz, lambda: None),
-            "wake-ups alone: the 10 Hz controller wakes at least this often "
+            unit="%",
+            note="wake-ups alone: the 10 Hz controller wakes at least this often "
             "(its deadline, then each reply)",
         )
     )
@@ -377,18 +381,6 @@ def _cpu_windows(seconds: int, period_s: float, work: Callable[[], object]) -> l
             time.sleep(max(0.0, due - time.monotonic()))
         windows.append(100 * (time.process_time() - cpu0) / (time.monotonic() - wall0))
     return sorted(windows)
-
-
-def _cpu_figure(name: str, cpu: list[float], note: str) -> Figure:
-    return Figure(
-        name=name,
-        p50=percentile(cpu, 0.5),
-        p99=percentile(cpu, 0.99),
-        max=cpu[-1],
-        n=len(cpu),
-        unit="%",
-        note=note,
-    )
 
 
 def _real_time_run(

@@ -194,39 +194,30 @@ def run_recorded(
     - The records refused to open the session when the device answered (they changed
       since the preflight): that refusal, as the records gave it.
     """
-    from estim.cli.console import signals_as_emergency_stop
+    from estim.cli.console import run_console, signals_as_emergency_stop, stop_for_display_failure
 
     # Held until the record is closed, not only while the loop runs: a second Ctrl-C or
     # a SIGTERM while the record is being finished is one more (harmless) stop, never a
     # KeyboardInterrupt or a kill half-way through closing the record.
     with signals_as_emergency_stop(runner):
-        return _run_and_close_record(
-            runner, sink, records, console=console, plain=plain, keys=keys, clinician=clinician
-        )
+        sink.on_display_failure = lambda _err: stop_for_display_failure(runner)
+        try:
+            summary = run_console(
+                runner, console=console, plain=plain, keys=keys, clinician=clinician
+            )
+        except Exception as err:
+            # The loop has ended (run_console joins it): close the record from what the
+            # controller says was delivered, so the dose counts what the patient received.
+            records.finish_after_error(runner.summary(), err)
+            if isinstance(err, OSError):
+                raise display_failed(err, records) from err
+            raise
+        return summary, _close_record(summary, sink, records)
 
 
-def _run_and_close_record(
-    runner: SessionRunner,
-    sink: NarratingSink,
-    records: RecordWhenConnected,
-    *,
-    console: Console,
-    plain: bool,
-    keys: bool,
-    clinician: str,
-) -> tuple[SessionSummary, SessionRecord]:
-    from estim.cli.console import run_console, stop_for_display_failure
-
-    sink.on_display_failure = lambda _err: stop_for_display_failure(runner)
-    try:
-        summary = run_console(runner, console=console, plain=plain, keys=keys, clinician=clinician)
-    except Exception as err:
-        # The loop has ended (run_console joins it): close the record from what the
-        # controller says was delivered, so the dose counts what the patient received.
-        records.finish_after_error(runner.summary(), err)
-        if isinstance(err, OSError):
-            raise display_failed(err, records) from err
-        raise
+def _close_record(
+    summary: SessionSummary, sink: NarratingSink, records: RecordWhenConnected
+) -> SessionRecord:
     if records.open_error is not None:
         raise records.open_error
     if records.recorder is None:
@@ -240,7 +231,7 @@ def _run_and_close_record(
     assert record is not None
     if sink.display_error is not None:
         raise display_failed(sink.display_error, records, record)
-    return summary, record
+    return record
 
 
 def display_failed(
