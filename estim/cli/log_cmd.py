@@ -201,14 +201,17 @@ def verify_command(
     if (session is None) == (not all_sessions):
         raise InputError("give a SESSION or --all (not both)")
     with open_store(db) as store:
-        records = store.sessions() if all_sessions else [store.session(session or "")]
-        results = [(r, store.verify(r.id)) for r in records]
+        if all_sessions:
+            results = store.verify_all()
+        else:
+            record = store.session(session or "")
+            results = [(record.id, store.verify(record.id))]
     broken = [(r, v) for r, v in results if not v.ok]
     if json_out:
         print_json(
             [
                 {
-                    "session": r.id,
+                    "session": r,
                     "ok": v.ok,
                     "events": v.count,
                     "head_sha256": v.head_hash,
@@ -223,10 +226,10 @@ def verify_command(
         for r, v in results:
             if v.ok:
                 console.print(
-                    Text(f"session #{r.id}: ok, {v.count} events, head {v.head_hash}", "green")
+                    Text(f"session #{r}: ok, {v.count} events, head {v.head_hash}", "green")
                 )
             else:
-                console.print(Text(f"session #{r.id}: BROKEN at {v.broken}", style="bold red"))
+                console.print(Text(f"session #{r}: BROKEN at {v.broken}", style="bold red"))
     if broken:
         raise typer.Exit(1)
 

@@ -1354,6 +1354,21 @@ class Store:
         record, events = self._snapshot(session_id)
         return verify_session(record, events)
 
+    def verify_all(self) -> list[tuple[int, chain.ChainVerdict]]:
+        """Every session's verdict, oldest first. A row that cannot be read is a broken
+        session, reported as such; the others are still checked."""
+        s = t.session
+        with self._read("listing sessions") as conn:
+            ids = conn.execute(select(s.c.id).order_by(s.c.id)).scalars().all()
+        verdicts: list[tuple[int, chain.ChainVerdict]] = []
+        for session_id in ids:
+            try:
+                verdicts.append((session_id, self.verify(session_id)))
+            except RecordsError as err:
+                unreadable = chain.BrokenLink(0, str(err))
+                verdicts.append((session_id, chain.ChainVerdict(0, "", unreadable)))
+        return verdicts
+
     def export_session(self, session_id: int) -> dict[str, Any]:
         """A self-contained JSON-ready export: header, every event with hashes, verdict."""
         record, events = self._snapshot(session_id)

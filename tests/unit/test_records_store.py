@@ -914,3 +914,18 @@ def test_a_session_row_edited_into_nonsense_is_a_records_error(store: Store, sql
         store.sessions()
     with pytest.raises(RecordsError, match="its row cannot be read"):
         store.session(done.id)
+
+
+def test_verify_all_reports_an_unreadable_row_and_checks_the_rest(
+    store: Store, clock: Clock
+) -> None:
+    record = ready_course(store)
+    first = run_session(store, record)
+    clock.advance(days=1)  # one session a day
+    second = run_session(store, record)
+    tamper(store, f"UPDATE session SET diary_day='not-a-date' WHERE id={first.id}")
+    (one, verdict_one), (two, verdict_two) = store.verify_all()
+    assert (one, two) == (first.id, second.id)
+    assert not verdict_one.ok
+    assert "cannot be read" in str(verdict_one.broken)
+    assert verdict_two.ok
