@@ -821,9 +821,7 @@ class SessionRunner:
         try:
             self.machine.fire(Trigger.FINISH)
         except DeviceError as err:
-            self._record_machine_fault()
-            if isinstance(err, DeviceDisconnected):
-                self._close_link()
+            self._latched_by_device_error(err)
 
     def _command_envelope(self, amplitude_ua: int) -> None:
         if amplitude_ua == self.port.commanded_ua or not self.port.output_enabled:
@@ -976,6 +974,13 @@ class SessionRunner:
         self._trip(list(trips))
         return self.machine.state
 
+    def _latched_by_device_error(self, err: DeviceError) -> None:
+        """A trigger the loop fired itself failed at the device: the machine has zeroed
+        every channel and latched FAULT; record why, and stop using a vanished port."""
+        self._record_machine_fault()
+        if isinstance(err, DeviceDisconnected):
+            self._close_link()
+
     def _record_machine_fault(self) -> None:
         if self.machine.fault is not None:
             self._record_trip(self.machine.fault)
@@ -1059,11 +1064,8 @@ class SessionRunner:
         )
         try:
             self.machine.fire(Trigger.EMERGENCY_STOP, source=source)
-        except DeviceError as err:
-            # The machine latched FAULT: the stop could not be confirmed.
-            self._record_machine_fault()
-            if isinstance(err, DeviceDisconnected):
-                self._close_link()
+        except DeviceError as err:  # the stop could not be confirmed
+            self._latched_by_device_error(err)
 
     # --- time ------------------------------------------------------------------------------
 
