@@ -155,7 +155,10 @@ class SessionRecorder:
             self._lease.release()
 
     def _delivered_so_far(self) -> SessionSummary:
-        row = self._store.session(self.session_id)
+        try:
+            row = self._store.session(self.session_id)
+        except RecordsError:  # the row cannot be read now: unknown, which still counts
+            return SessionSummary(confirmed_amplitude_ua=None, on_time_us=None, contractions=None)
         return SessionSummary(
             confirmed_amplitude_ua=row.confirmed_amplitude_ua,
             on_time_us=row.on_time_us,

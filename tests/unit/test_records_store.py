@@ -804,6 +804,31 @@ def test_a_record_closed_as_a_last_resort_keeps_what_was_delivered(
     assert store.verify(done.id).ok
 
 
+def test_a_last_resort_close_that_cannot_read_the_row_records_the_dose_as_unknown(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If even the row cannot be read, the figures are unknown (None), never zeros:
+    unknown still counts toward the dose."""
+    record = ready_course(store)
+    real_session = store.session
+    with store.begin_session(session_start(record)) as recorder:
+        calls = {"n": 0}
+
+        def locked_once(ref: int | str) -> object:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RecordsError("reading a session failed: database is locked (test)")
+            return real_session(ref)
+
+        monkeypatch.setattr(store, "session", locked_once)
+    monkeypatch.setattr(store, "session", real_session)
+    done = store.session(recorder.session_id)
+    assert done.outcome is Outcome.INTERRUPTED
+    assert (done.confirmed_amplitude_ua, done.on_time_us, done.contractions) == (None, None, None)
+    assert not done.delivered_nothing
+    assert store.verify(done.id).ok
+
+
 def test_events_held_until_the_record_opens_survive_a_failed_write(store: Store) -> None:
     """The controller's first events are held until the device answers; if writing
     them fails, none is dropped, and the controller's retry writes them all once."""
